@@ -1,0 +1,22 @@
+"""The root `modelbus` Typer application; each area registers its commands here."""
+
+from __future__ import annotations
+
+import typer
+
+from producers.cli import contract, worker
+
+app = typer.Typer(
+    name="modelbus",
+    help="Hugging Face models on Kubernetes through events.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.command("publish")(contract.publish)
+app.add_typer(contract.schema_app, name="schema")
+app.add_typer(contract.topology_app, name="topology")
+app.command("worker")(worker.worker)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,221 @@
+"""The Python client: publish requests and wait for their outcome events.
+
+`ModelBus` is to modelbus what the platform SDK is to its backend, with events instead of blocking
+HTTP calls: `bus.deploy(...)` publishes a `DeployRequested` and, with `wait=True`, returns when the
+`ServiceReady` (or raises on `DeployFailed`) that it caused arrives on the client's reply queue.
+
+Example:
+    >>> bus = ModelBus()  # doctest: +SKIP
+    >>> svc = bus.deploy("sentiment", path="huggingface://distilbert/distilbert-base-uncased-finetuned-sst-2-english")
+    >>> svc.invoke(json={"inputs": [...]})
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import pika.exceptions as pe
+
+from producers.errors import BrokerUnavailable, ReplyTimeout
+from producers.publisher import Publisher
+from schemas.envelope import CloudEvent, EventDecodeError, decode, new_event
+from schemas.events import (
+    DeployFailed,
+    DeployRequested,
+    Event,
+    Failure,
+    InvokeCompleted,
+    InvokeFailed,
+    InvokeRequested,
+    ModelLogged,
+    Request,
+    ServiceDeleted,
+    ServiceReady,
+    TrainFailed,
+    TrainRequested,
+    UndeployRequested,
+)
+from schemas.settings import Settings
+
+#: The events that end each kind of request.
+OUTCOMES: dict[type[Request], tuple[type[Event], ...]] = {
+    DeployRequested: (ServiceReady, DeployFailed),
+    UndeployRequested: (ServiceDeleted,),
+    TrainRequested: (ModelLogged, TrainFailed),
+    InvokeRequested: (InvokeCompleted, InvokeFailed),
+}
+
+
+class RequestFailed(RuntimeError):
+    """A request ended in a `*Failed` event; `reason` is machine-readable, `event` the whole envelope."""
+
+    def __init__(self, event: CloudEvent[Any]) -> None:
+        data: Failure = event.data
+        super().__init__(f"{type(data).__name__}: {data.reason}: {data.message}")
+        self.reason = data.reason
+        self.event = event
+
+
+class ModelBus:
+    """Client of the modelbus events API (sync; one instance per thread).
+
+    Args:
+        settings: broker and defaults; read from the environment when omitted.
+        source: CloudEvents `source` of the events this client publishes.
+    """
+
+    def __init__(self, settings: Settings | None = None, *, source: str = "/modelbus/client") -> None:
+        self.settings = settings or Settings()
+        self.source = source
+        self._publisher = Publisher(self.settings.broker)
+        self._reply_queue: str | None = None
+        self._early: dict[str, list[CloudEvent[Any]]] = {}
+        self._consumer: tuple[Any, Any] | None = None
+
+    def close(self) -> None:
+        self._publisher.close()
+        self._reply_queue = None
+        self._consumer = None
+
+    def __enter__(self) -> ModelBus:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- core -------------------------------------------------------------------------------------
+    def publish(self, data: Event, *, cause: CloudEvent[Any] | None = None,
+                correlation_id: str | None = None) -> CloudEvent[Any]:
+        """Publish one event to the events exchange and return its envelope (confirmed by the broker)."""
+        event = new_event(data, source=self.source, cause=cause, correlation_id=correlation_id)
+        self._publisher.publish(event)
+        return event
+
+    @property
+    def reply_queue(self) -> str:
+        """This client's exclusive reply queue (created on first use, gone when the client closes)."""
+        if self._reply_queue is None:
+            result = self._publisher.channel.queue_declare("", exclusive=True, auto_delete=True)
+            self._reply_queue = str(result.method.queue)
+        return self._reply_queue
+
+    def send(self, data: Request, *, correlation_id: str | None = None) -> CloudEvent[Any]:
+        """Publish a request whose outcome comes back to this client's reply queue."""
+        data = data.model_copy(update={"reply_to": self.reply_queue})
+        return self.publish(data, correlation_id=correlation_id)
+
+    def wait(
+        self,
+        request: CloudEvent[Any],
+        *,
+        timeout: float,
+        on_event: Callable[[CloudEvent[Any]], None] | None = None,
+    ) -> CloudEvent[Any]:
+        """Wait for the outcome event caused by `request`; raise RequestFailed on a `*Failed` one.
+
+        Events for other requests of this client that arrive meanwhile are kept for their own `wait`.
+        `on_event` sees every non-final event caused by the request (progress, for instance).
+        """
+        outcomes = OUTCOMES[type(request.data)]
+        deadline = time.monotonic() + timeout
+        while True:
+            for event in self._take(request.id):
+                if isinstance(event.data, outcomes):
+                    if isinstance(event.data, Failure):
+                        raise RequestFailed(event)
+                    return event
+                if on_event is not None:
+                    on_event(event)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReplyTimeout(
+                    f"no outcome for {request.data.__class__.__name__} {request.id} within {timeout:g}s"
+                )
+            self._receive(min(remaining, 1.0))
+
+    def request(self, data: Request, *, timeout: float,
+                on_event: Callable[[CloudEvent[Any]], None] | None = None) -> CloudEvent[Any]:
+        """`send` then `wait`: the blocking call of the platform SDK, over events."""
+        return self.wait(self.send(data), timeout=timeout, on_event=on_event)
+
+    def _take(self, request_id: str) -> list[CloudEvent[Any]]:
+        return self._early.pop(request_id, [])
+
+    def _receive(self, timeout: float) -> None:
+        channel = self._publisher.channel
+        if self._consumer is None or self._consumer[0] is not channel:
+            # A new channel (first use, or after a reconnect) needs a new consumer on the reply queue.
+            self._consumer = (channel, channel.consume(self.reply_queue, auto_ack=True, inactivity_timeout=0.2))
+        stop = time.monotonic() + timeout
+        try:
+            for method, _props, body in self._consumer[1]:
+                if method is not None and body is not None:
+                    self._keep(body)
+                    return
+                if time.monotonic() >= stop:
+                    return
+        except (pe.AMQPError, OSError) as exc:
+            self._consumer = None
+            raise BrokerUnavailable(f"lost the reply queue: {exc}") from exc
+
+    def _keep(self, body: bytes) -> None:
+        try:
+            event = decode(body, max_bytes=self.settings.max_event_bytes)
+        except EventDecodeError:
+            return  # replies are produced by modelbus workers; anything else is not ours to read
+        if event.causationid:
+            self._early.setdefault(event.causationid, []).append(event)
+
+    # -- deploy -----------------------------------------------------------------------------------
+    def deploy(self, service: str, *, path: str, wait: bool = True, timeout: float = 900.0,
+               **fields: Any) -> Service | CloudEvent[Any]:
+        """Serve a model (platform: `new_function(kind="huggingfaceserve", ...).run("serve")`).
+
+        Args:
+            service: DNS-1123 name of the service.
+            path: model URI (`huggingface://org/name`, `s3://...`, `store://project/model/name`).
+            wait: block until ServiceReady; otherwise return the published request envelope.
+            fields: the other DeployRequested fields (model_name, task, profile, replicas, runtime,
+                envs, secret_refs, labels, backend, deadline).
+
+        Returns:
+            the ready `Service` (wait=True) or the request envelope (wait=False).
+
+        Raises:
+            RequestFailed: with the DeployFailed reason (e.g. `UnknownProfile`).
+            ReplyTimeout: nothing came back in time.
+        """
+        data = DeployRequested(service=service, path=path, **fields)  # type: ignore[arg-type]
+        if not wait:
+            return self.send(data)
+        ready = self.request(data, timeout=timeout)
+        return Service(self, ready.data)
+
+    def undeploy(self, service: str, *, wait: bool = True, timeout: float = 300.0) -> CloudEvent[Any]:
+        """Stop and delete a service; returns ServiceDeleted (wait=True) or the request envelope."""
+        data = UndeployRequested(service=service)
+        return self.request(data, timeout=timeout) if wait else self.send(data)
+
+
+class Service:
+    """A ready service, as announced by its ServiceReady event."""
+
+    def __init__(self, bus: ModelBus, ready: ServiceReady) -> None:
+        self.bus = bus
+        self.ready = ready
+
+    @property
+    def name(self) -> str:
+        return self.ready.service
+
+    @property
+    def url(self) -> str:
+        return self.ready.url
+
+    def __repr__(self) -> str:
+        return f"Service({self.name!r}, url={self.url!r}, task={self.ready.task})"
