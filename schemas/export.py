@@ -118,3 +118,64 @@ def export(directory: Path) -> list[Path]:
     path.write_text(json.dumps(asyncapi_document(), indent=2) + "\n")
     written.append(path)
     return written
+
+
+def _field_rows(schema: dict[str, Any], defs: dict[str, Any]) -> list[str]:
+    rows = []
+    required = set(schema.get("required", []))
+    for name, prop in schema.get("properties", {}).items():
+        rows.append(f"| `{name}` | {_type_name(prop, defs)} | {'yes' if name in required else ''} | "
+                    f"{(prop.get('description') or '').replace('|', '/')} |")
+    return rows
+
+
+def _type_name(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        return f"`{prop['$ref'].rsplit('/', 1)[-1]}`"
+    if "anyOf" in prop:
+        return " or ".join(_type_name(p, defs) for p in prop["anyOf"])
+    if "enum" in prop:
+        return " / ".join(f"`{v}`" for v in prop["enum"])
+    if "const" in prop:
+        return f"`{prop['const']}`"
+    kind = prop.get("type", "any")
+    if kind == "array":
+        return f"list of {_type_name(prop.get('items', {}), defs)}"
+    return str(kind)
+
+
+def events_markdown() -> str:
+    """The events reference (docs/events.md), generated from the models so it cannot drift."""
+    out = [
+        "# Events reference",
+        "",
+        "Generated from `schemas/` by `modelbus schema export --markdown docs/events.md`; do not edit by hand.",
+        "",
+        f"Every event is a CloudEvents 1.0 structured JSON message (`{CONTENT_TYPE}`) published to the",
+        f"topic exchange `{EXCHANGE}` with the routing key in the table. Envelope attributes: `specversion`,",
+        "`id`, `source`, `type`, `time`, `subject`, `datacontenttype`, `data`, and the extensions",
+        "`correlationid`, `causationid` (the id of the event that caused this one) and `traceparent`.",
+        "",
+        "| event | routing key | CloudEvents type | consumed by |",
+        "|---|---|---|---|",
+    ]
+    consumers = {key: q.worker for q in WORKER_QUEUES.values() for key in q.routing_keys}
+    for cls in EVENT_TYPES:
+        out.append(f"| [{cls.__name__}](#{cls.__name__.lower()}) | `{cls.routing_key}` | `{cls.event_type()}` | "
+                   f"{consumers.get(cls.routing_key, 'subscribers')} |")
+    all_defs: dict[str, Any] = {}
+    for cls in EVENT_TYPES:
+        schema = cls.model_json_schema()
+        defs = schema.pop("$defs", {})
+        all_defs.update(defs)
+        out += ["", f"## {cls.__name__}", "", (cls.__doc__ or "").strip(), "",
+                "| field | type | required | description |", "|---|---|---|---|"]
+        out += _field_rows(schema, defs)
+    out += ["", "## Shared types"]
+    for name, schema in sorted(all_defs.items()):
+        if "properties" not in schema:
+            continue
+        out += ["", f"### {name}", "", (schema.get("description") or "").strip(), "",
+                "| field | type | required | description |", "|---|---|---|---|"]
+        out += _field_rows(schema, all_defs)
+    return "\n".join(line.rstrip() for line in out) + "\n"

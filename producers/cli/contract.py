@@ -38,11 +38,15 @@ def publish(
 @schema_app.command("export")
 def schema_export(
     directory: Annotated[Path, typer.Argument(help="Output folder (created if missing).")],
+    markdown: Annotated[Path | None, typer.Option(help="Also write the events reference (Markdown) here.")] = None,
 ) -> None:
     """Write one JSON Schema per event and an AsyncAPI 3.0 document of the exchange."""
-    from schemas.export import export
+    from schemas.export import events_markdown, export
 
     written = export(directory)
+    if markdown is not None:
+        markdown.write_text(events_markdown())
+        written.append(markdown)
     for path in written:
         console.print(f"wrote {path}")
 

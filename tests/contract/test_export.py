@@ -71,3 +71,16 @@ def test_asyncapi_document_matches_the_messages(tmp_path):
     text = json.dumps(resolver_doc).replace("#/components/schemas/", "#/$defs/")
     jsonschema.validate(json.loads(encode(new_event(SAMPLES[0]))), json.loads(text))
     assert any(op["action"] == "receive" for op in doc["operations"].values())
+
+
+def test_the_committed_events_reference_is_up_to_date(tmp_path):
+    # docs/ is generated from the models; regenerate with:
+    #   modelbus schema export docs/events --markdown docs/events.md
+    from pathlib import Path
+
+    from schemas.export import events_markdown, export
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    assert (docs / "events.md").read_text() == events_markdown()
+    for path in export(tmp_path):
+        assert (docs / "events" / path.name).read_text() == path.read_text(), f"docs/events/{path.name} is stale"
