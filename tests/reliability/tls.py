@@ -13,7 +13,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from cryptography import x509
@@ -69,10 +69,8 @@ def _pipe(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for s in (src, dst):
-            try:
+            with suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @contextmanager
@@ -112,8 +110,6 @@ def tls_proxy(cert: Path, key: Path, *, upstream: tuple[str, int] = ("127.0.0.1"
         stop.set()
         listener.close()
         for s in sockets:
-            try:
+            with suppress(OSError):
                 s.close()
-            except OSError:
-                pass
         thread.join(timeout=2)
