@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import contract, invoke, serve, worker
+from producers.cli import contract, demo, invoke, serve, worker
 
 app = typer.Typer(
     name="modelbus",
@@ -16,6 +16,7 @@ app.command("publish")(contract.publish)
 app.add_typer(contract.schema_app, name="schema")
 app.add_typer(contract.topology_app, name="topology")
 app.command("worker")(worker.worker)
+app.command("demo")(demo.demo)
 app.command("invoke")(invoke.invoke)
 app.command(
     "serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
