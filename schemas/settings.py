@@ -106,6 +106,40 @@ class InvokeSettings(BaseModel):
     )
 
 
+class BatchSettings(BaseModel):
+    max_lines: int = Field(default=50_000, description="Requests per batch input file, count.")
+    max_line_bytes: int = Field(
+        default=1_000_000,
+        description="Longest input line, bytes (a line also has to fit in one event, see max_event_bytes).",
+    )
+    max_file_bytes: int = Field(default=200_000_000, description="Largest batch input file, bytes.")
+    completion_window: str = Field(
+        default="24h", description="Default time a batch has to finish before it expires, e.g. 24h, 90m, 3600s."
+    )
+    max_in_flight: int = Field(
+        default=1000,
+        description="Requests of one batch sent but not yet answered; submission waits below it (0: unbounded). "
+        "Keeps a big batch from burying interactive requests in the shared invoke queue, count.",
+    )
+    send_chunk: int = Field(
+        default=200, description="Requests published (confirmed together) between two checks for cancel, count."
+    )
+    collect_chunk: int = Field(
+        default=256, description="Results appended and fsynced per acknowledgement of the results queue, count."
+    )
+    poll_interval_s: float = Field(
+        default=0.2, description="Pause between two looks at a batch that is waiting on others, seconds."
+    )
+    cancel_grace_s: float = Field(
+        default=600.0,
+        description="How long a cancelling batch waits for the results of requests already sent, seconds.",
+    )
+    results_ttl_s: int = Field(
+        default=30 * 86_400,
+        description="An unused per-batch results queue is deleted by the broker after this long, seconds.",
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of modelbus; each field documents unit and default."""
 
@@ -135,6 +169,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = Field(default_factory=StorageSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     invoke: InvokeSettings = Field(default_factory=InvokeSettings)
+    batch: BatchSettings = Field(default_factory=BatchSettings)
 
     @property
     def artifact_root(self) -> str:
