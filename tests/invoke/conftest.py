@@ -76,7 +76,7 @@ def invoke_settings(settings: Settings, topology: list[str], channel: pika.adapt
     """Settings with fast retries for tests, on a clean invoke queue."""
     purge(channel, INVOKE_QUEUE.name, INVOKE_QUEUE.dead_letter_queue)
     return settings.model_copy(update={"invoke": InvokeSettings(
-        max_attempts=3, backoff_s=0.02, backoff_max_s=0.1, timeout_s=0.5, breaker_failures=50,
+        max_attempts=3, backoff_s=0.02, backoff_max_s=0.1, timeout_s=30.0, breaker_failures=50,
     )})
 
 

@@ -10,11 +10,16 @@ import pytest
 
 from producers.client import ModelBus, RequestFailed
 from schemas.events import InvokeFailed, InvokeRequested
+from schemas.settings import Settings
 from schemas.topology import ERROR_HEADER, INVOKE_QUEUE, REASON_HEADER
 from tests.invoke.conftest import WorkerHandle
 from tests.invoke.upstream_app import Calls, free_port
 
 V2 = {"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": ["hello"]}]}
+
+
+def with_invoke(settings: Settings, **changes: object) -> Settings:
+    return settings.model_copy(update={"invoke": settings.invoke.model_copy(update=changes)})
 
 
 def failure_of(bus: ModelBus, timeout: float = 20.0, **request: object) -> InvokeFailed:
@@ -66,9 +71,11 @@ def test_a_transient_503_is_retried_until_it_succeeds(
 
 
 def test_an_upstream_that_does_not_answer_in_time_is_reported_as_a_timeout(
-    worker: WorkerHandle, bus: ModelBus, upstream: tuple[str, Calls],
+    invoke_settings: Settings, start_worker: Callable[..., WorkerHandle], bus: ModelBus,
+    upstream: tuple[str, Calls],
 ) -> None:
     base, calls = upstream
+    start_worker(with_invoke(invoke_settings, timeout_s=0.5))
     failure = failure_of(bus, url=base, model_name="slow", body=V2)
     assert failure.reason == "UpstreamTimeout"
     assert failure.status_code == 504
@@ -83,12 +90,11 @@ def test_a_refused_connection_is_retried_then_reported(worker: WorkerHandle, bus
 
 
 def test_a_dead_service_does_not_stall_requests_for_a_healthy_one(
-    invoke_settings, start_worker, bus: ModelBus, upstream: tuple[str, Calls],  # type: ignore[no-untyped-def]
+    invoke_settings: Settings, start_worker: Callable[..., WorkerHandle], bus: ModelBus,
+    upstream: tuple[str, Calls],
 ) -> None:
     base, _ = upstream
-    settings = invoke_settings.model_copy(update={"invoke": invoke_settings.invoke.model_copy(
-        update={"breaker_failures": 2, "breaker_reset_s": 60, "timeout_s": 5.0})})
-    start_worker(settings)
+    start_worker(with_invoke(invoke_settings, breaker_failures=2, breaker_reset_s=60))
     dead = f"http://127.0.0.1:{free_port()}"
     # Given a target that refuses connections has tripped its circuit
     failure_of(bus, url=dead, body=V2)
