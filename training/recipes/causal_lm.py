@@ -1,0 +1,57 @@
+"""Causal language-model fine-tuning: continue training a generative model on a text column.
+
+Each row is one training sequence, truncated to `max_length`; padding is masked out of the loss. The
+evaluation reports loss and perplexity.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from training.recipes.common import (
+    RecipeInput,
+    RecipeOutput,
+    keep_metrics,
+    progress_callback,
+    quiet,
+    training_arguments,
+)
+
+
+def train(job: RecipeInput) -> RecipeOutput:
+    """Fine-tune a causal LM and save model + tokenizer into `job.out_dir`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, set_seed
+
+    set_seed(job.hp.seed)
+    tokenizer = AutoTokenizer.from_pretrained(job.model.ref, **job.model.kwargs())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+
+    def prepare(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        return dict(tokenizer([str(t) for t in batch[job.text_column]], truncation=True,
+                              max_length=job.hp.max_length))
+
+    train_set = job.splits.train.map(prepare, batched=True, remove_columns=job.splits.train.column_names)
+    eval_set = None
+    if job.splits.eval is not None:
+        eval_set = job.splits.eval.map(prepare, batched=True, remove_columns=job.splits.eval.column_names)
+
+    model = AutoModelForCausalLM.from_pretrained(job.model.ref, **job.model.kwargs())
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    trainer = quiet(Trainer(
+        model=model,
+        args=training_arguments(job.hp, job.work_dir, n_train=len(train_set), has_eval=eval_set is not None),
+        train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[progress_callback(job.report)],
+    ))
+    outcome = trainer.train()
+    final = trainer.evaluate() if eval_set is not None else {}
+    metrics = keep_metrics(outcome.metrics, final)
+    if "eval_loss" in metrics and metrics["eval_loss"] < 50:
+        metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
+    trainer.save_model(str(job.out_dir))
+    tokenizer.save_pretrained(str(job.out_dir))
+    return RecipeOutput(metrics)

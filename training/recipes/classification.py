@@ -1,0 +1,70 @@
+"""Sequence classification: a base encoder plus a labelled text dataset become a classifier.
+
+The platform's canonical fine-tune (a BERT-like base, `num_labels`, text and label columns). Label names
+are stored in the model config (`id2label`), so the served model answers with names a user recognises.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.errors import INVALID_DATASET, SpecError
+from training.recipes.common import (
+    RecipeInput,
+    RecipeOutput,
+    classification_scores,
+    keep_metrics,
+    label_names,
+    progress_callback,
+    quiet,
+    training_arguments,
+)
+
+
+def train(job: RecipeInput) -> RecipeOutput:
+    """Fine-tune `job.model` on `job.splits` and save model + tokenizer into `job.out_dir`."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
+
+    values = list(job.splits.train[job.label_column])
+    if job.splits.eval is not None:
+        values += list(job.splits.eval[job.label_column])
+    names, encode = label_names(values, job.labels)
+    if len(names) < 2:
+        raise SpecError(INVALID_DATASET, f"sequence classification needs at least 2 classes, found {names}")
+
+    set_seed(job.hp.seed)
+    tokenizer = AutoTokenizer.from_pretrained(job.model.ref, **job.model.kwargs())
+
+    def prepare(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        pair = batch[job.text_pair_column] if job.text_pair_column else None
+        encoded = tokenizer([str(t) for t in batch[job.text_column]],
+                            [str(t) for t in pair] if pair is not None else None,
+                            truncation=True, max_length=job.hp.max_length)
+        encoded["labels"] = [encode(v) for v in batch[job.label_column]]
+        return dict(encoded)
+
+    train_set = job.splits.train.map(prepare, batched=True, remove_columns=job.splits.train.column_names)
+    eval_set = None
+    if job.splits.eval is not None:
+        eval_set = job.splits.eval.map(prepare, batched=True, remove_columns=job.splits.eval.column_names)
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        job.model.ref, num_labels=len(names), id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True, **job.model.kwargs(),
+    )
+
+    def compute_metrics(prediction: Any) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        return classification_scores(logits.argmax(-1), prediction.label_ids)
+
+    trainer = quiet(Trainer(
+        model=model,
+        args=training_arguments(job.hp, job.work_dir, n_train=len(train_set), has_eval=eval_set is not None),
+        train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+        compute_metrics=compute_metrics, callbacks=[progress_callback(job.report)],
+    ))
+    outcome = trainer.train()
+    final = trainer.evaluate() if eval_set is not None else {}
+    trainer.save_model(str(job.out_dir))
+    tokenizer.save_pretrained(str(job.out_dir))
+    return RecipeOutput(keep_metrics(outcome.metrics, final), labels=names)
