@@ -274,6 +274,24 @@ class TrainFailed(Failure):
     log_tail: Annotated[str, Field(max_length=65_536)] | None = None
 
 
+class TrainProgress(Event):
+    """How a training job is going, relayed from the job's progress lines (informational, throttled).
+
+    Sent to the requester's `reply_to` and the events exchange while the job runs; never an outcome.
+    """
+
+    routing_key: ClassVar[str] = "train.progress"
+
+    project: DNSLabel
+    name: DNSLabel
+    run_id: Annotated[str, Field(max_length=63)] = Field(description="The training job (Kubernetes Job name).")
+    epoch: float | None = None
+    step: Annotated[int, Field(ge=0)] | None = None
+    max_steps: Annotated[int, Field(ge=0)] | None = None
+    loss: float | None = None
+    metrics: dict[str, float] = Field(default_factory=dict, description="Evaluation metrics, when just computed.")
+
+
 # --------------------------------------------------------------------------------------------- invoke
 
 
@@ -336,6 +354,7 @@ EVENT_TYPES: tuple[type[Event], ...] = (
     TrainRequested,
     ModelLogged,
     TrainFailed,
+    TrainProgress,
     InvokeRequested,
     InvokeCompleted,
     InvokeFailed,

@@ -74,6 +74,11 @@ class StorageSettings(BaseModel):
                       "Empty means <state_dir>/artifacts.")
     s3_endpoint_url: str | None = Field(default=None, description="S3-compatible endpoint (MinIO, moto, ...).")
     s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_credentials_secret: str | None = Field(
+        default=None,
+        description="Kubernetes Secret whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...) training Jobs "
+        "get as environment variables (envFrom), to read datasets and write models on S3.",
+    )
 
 
 class ServingSettings(BaseModel):
@@ -140,6 +145,24 @@ class BatchSettings(BaseModel):
     )
 
 
+class TrainSettings(BaseModel):
+    timeout_s: float = Field(
+        default=86_400.0,
+        description="Longest a training job may run when the request sets no timeout_s (a Job's "
+        "activeDeadlineSeconds; the local backend kills the process), seconds.",
+    )
+    watch_window_s: float = Field(
+        default=30.0, description="How long one follow-up task watches a job before re-scheduling itself, seconds."
+    )
+    recheck_delay_s: float = Field(
+        default=2.0, description="Pause between two watch windows, during which no worker slot is held, seconds."
+    )
+    log_tail_bytes: int = Field(default=8000, description="End of the job's log attached to TrainFailed, bytes.")
+    progress_interval_s: float = Field(
+        default=1.0, description="Least time between two TrainProgress events of one job, seconds."
+    )
+
+
 class Settings(BaseSettings):
     """Every knob of modelbus; each field documents unit and default."""
 
@@ -170,6 +193,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     invoke: InvokeSettings = Field(default_factory=InvokeSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
 
     @property
     def artifact_root(self) -> str:
