@@ -44,7 +44,7 @@ from schemas.types import InvokeProtocol
 #: The events that end each kind of request.
 OUTCOMES: dict[type[Request], tuple[type[Event], ...]] = {
     DeployRequested: (ServiceReady, DeployFailed),
-    UndeployRequested: (ServiceDeleted,),
+    UndeployRequested: (ServiceDeleted, DeployFailed),  # DeployFailed: the deletion itself failed
     TrainRequested: (ModelLogged, TrainFailed),
     InvokeRequested: (InvokeCompleted, InvokeFailed),
 }
