@@ -25,7 +25,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from schemas.envelope import CloudEvent, EventDecodeError, decode
+from schemas.envelope import CONTENT_TYPE, DATA_CONTENT_TYPE, CloudEvent, EventDecodeError, decode
 from schemas.events import InvokeRequested, ServiceDeleted, ServiceReady
 from schemas.settings import Settings
 from workers.errors import PermanentError
@@ -85,6 +85,10 @@ class InvokeService:
     async def on_request(self, message: AbstractIncomingMessage) -> None:
         """Consumer callback: decode, de-duplicate, resolve, queue (never blocks on upstream)."""
         try:
+            content_type = (message.content_type or "").split(";")[0].strip()
+            if content_type not in (CONTENT_TYPE, DATA_CONTENT_TYPE):  # the same rule as the event gateway
+                raise EventDecodeError("WrongContentType",
+                                       f"content type {content_type or '<none>'!r} is not {CONTENT_TYPE}")
             event = decode(message.body, max_bytes=self.settings.max_event_bytes,
                            allow_plain_secret_envs=self.settings.allow_plain_secret_envs)
             if not isinstance(event.data, InvokeRequested):
