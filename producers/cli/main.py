@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import contract, demo, deploy, invoke, ops, serve, worker
+from producers.cli import contract, demo, deploy, invoke, serve, worker
 
 app = typer.Typer(
     name="modelbus",
@@ -19,8 +19,6 @@ app.command("worker")(worker.worker)
 app.command("deploy")(deploy.deploy)
 app.command("undeploy")(deploy.undeploy)
 app.add_typer(deploy.services_app, name="services")
-app.command("status")(ops.status)
-app.add_typer(ops.dlq_app, name="dlq")
 app.command("demo")(demo.demo)
 app.command("invoke")(invoke.invoke)
 app.command(
