@@ -28,6 +28,8 @@ TASK_EXCHANGE = "modelbus.tasks"
 REASON_HEADER = "x-modelbus-reason"
 ERROR_HEADER = "x-modelbus-error"
 ORIGINAL_ROUTING_KEY_HEADER = "x-modelbus-routing-key"
+#: Set by `modelbus dlq replay`: how often an operator sent this message back from a dead-letter queue.
+REPLAY_HEADER = "x-modelbus-replays"
 
 
 @dataclass(frozen=True)

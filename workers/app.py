@@ -22,6 +22,7 @@ from schemas.settings import BrokerSettings, Settings
 from schemas.topology import TASK_EXCHANGE, WORKER_QUEUES
 from workers.emit import Emitter
 from workers.gateway import EventGateway
+from workers.health import CeleryHealth
 
 CELERY_WORKERS = ("deploy", "train")
 
@@ -91,6 +92,7 @@ def create_app(
         modelbus_task_exchange=task_exchange,
     )
     app.steps["consumer"].add(EventGateway)
+    app.steps["consumer"].add(CeleryHealth)
 
     emitter = Emitter(settings, source=f"{settings.source}/workers/{'-'.join(workers)}")
     app.conf.modelbus_emitter = emitter

@@ -18,7 +18,7 @@ from kombu.message import Message
 
 from schemas.envelope import CONTENT_TYPE, DATA_CONTENT_TYPE, EventDecodeError, decode
 from schemas.settings import Settings
-from schemas.topology import DEAD_LETTER_EXCHANGE, EXCHANGE, WorkerQueue, dead_letter_headers
+from schemas.topology import DEAD_LETTER_EXCHANGE, EXCHANGE, REPLAY_HEADER, WorkerQueue, dead_letter_headers
 from workers.observability import EVENTS_CONSUMED, EVENTS_DUPLICATE, EVENTS_REJECTED, bind_event, get_logger
 
 log = get_logger(__name__)
@@ -106,8 +106,11 @@ class EventGateway(bootsteps.ConsumerStep):
             EVENTS_REJECTED.labels(worker, exc.reason).inc()
             message.ack()
             return
+        # A replay from the dead-letter queue is a deliberate new attempt, not a redelivery.
+        replays = (message.headers or {}).get(REPLAY_HEADER)
+        dedupe_key = f"{event.id}#replay{replays}" if replays else event.id
         with bind_event(event):
-            if event.id in self.seen:
+            if dedupe_key in self.seen:
                 EVENTS_DUPLICATE.labels(worker, event.type).inc()
                 log.info("duplicate event skipped")
                 message.ack()
@@ -127,7 +130,7 @@ class EventGateway(bootsteps.ConsumerStep):
                 log.exception("dispatching the task failed; the event will be redelivered")
                 message.requeue()
                 return
-            self.seen.add(event.id)
+            self.seen.add(dedupe_key)
             EVENTS_CONSUMED.labels(worker, event.type).inc()
             log.info("dispatched")
             message.ack()

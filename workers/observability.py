@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 from schemas.envelope import CloudEvent
 
@@ -127,10 +127,13 @@ def track_task(event_type: str) -> Iterator[None]:
         TASK_SECONDS.labels(event_type).observe(time.perf_counter() - start)
 
 
-def start_metrics_server(port: int | None, addr: str = "0.0.0.0") -> None:
-    """Serve /metrics on `port` (no-op when None)."""
-    if port is not None:
-        start_http_server(port, addr=addr)
+def start_metrics_server(port: int | None, addr: str = "0.0.0.0") -> Any:
+    """Serve /metrics and the /healthz, /readyz probes (`workers.health`) on `port`; no-op when None."""
+    if port is None:
+        return None
+    from workers.health import serve
+
+    return serve(port, addr=addr)
 
 
 def get_logger(name: str) -> logging.Logger:

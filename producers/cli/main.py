@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import contract, demo, deploy, invoke, serve, worker
+from producers.cli import contract, demo, deploy, invoke, ops, serve, worker
 
 app = typer.Typer(
     name="modelbus",
@@ -16,6 +16,8 @@ app.command("publish")(contract.publish)
 app.add_typer(contract.schema_app, name="schema")
 app.add_typer(contract.topology_app, name="topology")
 app.command("worker")(worker.worker)
+app.command("status")(ops.status)
+app.add_typer(ops.dlq_app, name="dlq")
 app.command("deploy")(deploy.deploy)
 app.command("undeploy")(deploy.undeploy)
 app.add_typer(deploy.services_app, name="services")
