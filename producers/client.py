@@ -236,6 +236,34 @@ class ModelBus:
         body: dict[str, Any] = outcome.data.body
         return body
 
+    # -- batch ------------------------------------------------------------------------------------
+    def batch(self, file: Any = None, *, batch_id: str | None = None, **options: Any) -> Any:
+        """Submit a JSONL batch (OpenAI batch lines or plain bodies), or re-open one by `batch_id`.
+
+        Args:
+            file: path of the JSONL file, or its lines.
+            batch_id: an existing batch of this state directory (then no other argument).
+            options: `service=` or `url=`, and `endpoint`, `completion_window` ("24h"), `metadata`,
+                `skip_invalid`, `max_in_flight`, `wait`, `timeout`, `on_progress`
+                (see `producers.batch.submit_batch`).
+
+        Returns:
+            a `producers.batch.Batch` with `status()`, `wait()`, `results(out, errors)`, `cancel()`.
+
+        Raises:
+            InvalidBatch: invalid lines, reported with line numbers; nothing was sent.
+
+        Example:
+            >>> batch = bus.batch("prompts.jsonl", service="writer", wait=True)  # doctest: +SKIP
+            >>> batch.results("out.jsonl", errors="errors.jsonl")
+        """
+        from producers.batch import Batch, submit_batch
+
+        if batch_id is not None:
+            return Batch(self.settings, batch_id)
+        return submit_batch(self.settings, file, **options)
+
+
 
 def guess_protocol(body: dict[str, Any]) -> InvokeProtocol:
     """The protocol a request body is written in: `messages` -> chat, `prompt` -> completions,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import contract, demo, deploy, invoke, ops, serve, worker
+from producers.cli import batch, contract, demo, deploy, invoke, ops, serve, worker
 
 app = typer.Typer(
     name="modelbus",
@@ -23,6 +23,7 @@ app.command("undeploy")(deploy.undeploy)
 app.add_typer(deploy.services_app, name="services")
 app.command("demo")(demo.demo)
 app.command("invoke")(invoke.invoke)
+app.add_typer(batch.batch_app, name="batch")
 app.command(
     "serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 )(serve.serve)
