@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pika.exceptions as pe
 
@@ -35,11 +35,15 @@ from schemas.events import (
     ServiceDeleted,
     ServiceReady,
     TrainFailed,
+    TrainProgress,
     TrainRequested,
     UndeployRequested,
 )
 from schemas.settings import Settings
 from schemas.types import InvokeProtocol
+
+if TYPE_CHECKING:
+    from producers.trained import LoggedModel
 
 #: The events that end each kind of request.
 OUTCOMES: dict[type[Request], tuple[type[Event], ...]] = {
@@ -202,6 +206,43 @@ class ModelBus:
         data = UndeployRequested(service=service)
         return self.request(data, timeout=timeout) if wait else self.send(data)
 
+    # -- train ------------------------------------------------------------------------------------
+    def train(self, name: str, *, base_model: str, dataset: str | dict[str, Any] | None = None, wait: bool = True,
+              timeout: float = 3600.0, on_progress: Callable[[TrainProgress], None] | None = None,
+              **fields: Any) -> LoggedModel | CloudEvent[Any]:
+        """Fine-tune a model and log it (platform: a python job that calls `log_model(kind="huggingface")`).
+
+        Args:
+            name: the model's name in the registry (DNS-1123).
+            base_model: `huggingface://org/name`, `file:///dir`, `s3://bucket/dir/` or `store://project/model/name`.
+            dataset: a dataset URI (file://, s3://, hf://) or a full DatasetSpec dict (columns, split, ...).
+            wait: block until ModelLogged; otherwise return the published request envelope.
+            on_progress: called with each TrainProgress (epoch, step, loss) while waiting.
+            fields: the other TrainRequested fields (task, labels, hyperparameters, code, profile, project,
+                envs, secret_refs, timeout_s, deploy, deadline).
+
+        Returns:
+            the `LoggedModel` (wait=True) or the request envelope (wait=False).
+
+        Raises:
+            RequestFailed: with the TrainFailed reason (e.g. `UnknownColumn`); `.event.data.log_tail` has the log.
+            ReplyTimeout: nothing came back in time.
+        """
+        from producers.trained import LoggedModel
+
+        spec = {"uri": dataset} if isinstance(dataset, str) else dataset
+        data = TrainRequested(name=name, base_model=base_model, dataset=spec, **fields)
+        request = self.send(data)
+        if not wait:
+            return request
+
+        def progress(event: CloudEvent[Any]) -> None:
+            if on_progress is not None and isinstance(event.data, TrainProgress):
+                on_progress(event.data)
+
+        logged = self.wait(request, timeout=timeout, on_event=progress)
+        return LoggedModel(self, logged, request)
+
     # -- invoke -----------------------------------------------------------------------------------
     def invoke(self, service: str | None, *, json: dict[str, Any], protocol: str | InvokeProtocol | None = None,
                timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
@@ -262,7 +303,6 @@ class ModelBus:
         if batch_id is not None:
             return Batch(self.settings, batch_id)
         return submit_batch(self.settings, file, **options)
-
 
 
 def guess_protocol(body: dict[str, Any]) -> InvokeProtocol:

@@ -213,7 +213,14 @@ class CustomCode(Frozen):
 
 
 class DeployAfterTraining(Frozen):
-    """Serve the freshly logged model: a DeployRequested is published for it (causation chained)."""
+    """Serve the freshly logged model: a DeployRequested is published for it (causation chained).
+
+    That DeployRequested names the model as `store://project/model/name:version`, is caused by the
+    ModelLogged, inherits the request's `reply_to`, and has the id
+    `derived_id(<TrainRequested id>, DeployAfterTraining.id_purpose)`, so a client can wait for its outcome.
+    """
+
+    id_purpose: ClassVar[str] = "deploy.requested"
 
     service: ServiceName
     model_name: ModelName = "model"
