@@ -18,6 +18,7 @@ from schemas.settings import KubernetesSettings, Settings
 from tests.deploy.conftest import deploy_worker, fast_stopping
 from tests.deploy.kube import SERVICE_ACCOUNTS, Kube, running_kube
 from workers.backends.kserve import KServeBackend
+from workers.models_registry import ModelRegistry, ModelVersion
 from workers.registry import ServiceRegistry
 
 CLASSIFIER = "huggingface://distilbert/distilbert-base-uncased-finetuned-sst-2-english"
@@ -82,6 +83,28 @@ def test_a_generator_announces_its_openai_endpoints(worker, kube, bus: ModelBus)
     assert endpoints.openai_completions.endswith("/openai/v1/completions")
     assert endpoints.openai_chat.endswith("/openai/v1/chat/completions")
     assert endpoints.v2_infer is None
+
+
+def test_a_store_reference_is_served_from_where_the_model_registry_says(worker, kube, bus) -> None:
+    settings, _ = worker
+    # Given a fine-tuned model logged by the train worker,
+    ModelRegistry.from_settings(settings).record(ModelVersion(
+        "default", "test-llm-model", "7", base_model="hf://google-bert/bert-base-cased", path=FINETUNED))
+    # when it is deployed by reference,
+    request = bus.deploy("finetuned", path="store://default/model/test-llm-model:7", profile="1xa100", wait=False)
+    created = kube.wait_for("finetuned")
+    # then the InferenceService downloads it from the artefact store and remembers the reference.
+    assert created["spec"]["predictor"]["model"]["storageUri"] == FINETUNED
+    assert created["metadata"]["annotations"]["modelbus.io/model-uri"] == "store://default/model/test-llm-model:7"
+    kube.become_ready("finetuned")
+    assert bus.wait(request, timeout=30).data.path == "store://default/model/test-llm-model:7"
+
+
+def test_an_unknown_store_reference_fails_without_touching_the_cluster(worker, kube, bus) -> None:
+    with pytest.raises(RequestFailed) as err:
+        bus.deploy("ghost", path="store://default/model/never-trained", profile="cpu-small", timeout=30)
+    assert err.value.reason == "UnknownModel"
+    assert kube.names() == []
 
 
 def test_a_pending_service_does_not_hold_a_worker_slot(settings, kube, bus: ModelBus, clean_deploy_queues) -> None:

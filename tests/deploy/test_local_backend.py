@@ -27,6 +27,7 @@ from schemas.settings import ServingSettings, Settings
 from tests.deploy.conftest import deploy_worker, fast_stopping
 from tests.models import build_tiny_classifier
 from workers.backends.local import LocalBackend
+from workers.models_registry import ModelRegistry, ModelVersion
 from workers.profiles import load_profiles
 from workers.registry import ServiceRegistry
 
@@ -128,13 +129,17 @@ def test_a_restarted_worker_adopts_the_server_that_still_runs(settings: Settings
         restarted.delete("kept")
 
 
-def test_a_secret_reaches_the_server_environment_but_never_its_log(local, tiny_classifier, bus: ModelBus) -> None:
+def test_a_registered_model_is_served_with_its_secret_in_the_environment_not_the_log(local, tiny_classifier,
+                                                                                      bus: ModelBus) -> None:
     settings, backend = local
+    ModelRegistry.from_settings(settings).record(ModelVersion(
+        "default", "tiny-sst2", "1", base_model="hf://org/base", path=tiny_classifier.as_uri()))
     secret = settings.state_dir / "secrets" / "hf-token" / "token"
     secret.parent.mkdir(parents=True)
     secret.write_text("hf_TestTokenValue1234567890\n")
-    service = bus.deploy("with-token", path=tiny_classifier.as_uri(), profile="cpu-small", timeout=120,
-                         secret_refs=[{"env": "HF_TOKEN", "secret": "hf-token", "key": "token"}])
+    service = bus.deploy("with-token", path="store://default/model/tiny-sst2:latest", profile="cpu-small",
+                         timeout=120, secret_refs=[{"env": "HF_TOKEN", "secret": "hf-token", "key": "token"}])
+    assert service.ready.path == "store://default/model/tiny-sst2"
     record = backend.read("with-token")
     environ = Path(f"/proc/{record.pid}/environ").read_bytes().split(b"\0")
     assert b"HF_TOKEN=hf_TestTokenValue1234567890" in environ

@@ -28,7 +28,7 @@ from schemas.envelope import CloudEvent
 from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.types import ModelURI
-from workers.backends.base import Applied, FollowPolicy, Observation
+from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.backends.kserve_status import interpret
 from workers.errors import PermanentError, RetryableError, WorkerError
 from workers.manifests.inferenceservice import (
@@ -59,9 +59,11 @@ def api_client_from_settings(settings: Settings) -> client.ApiClient:
     k8s = settings.kubernetes
     try:
         if k8s.kubeconfig is not None:
-            return config.new_client_from_config(config_file=str(k8s.kubeconfig), context=k8s.context)
+            return config.new_client_from_config(  # type: ignore[no-any-return,no-untyped-call]
+                config_file=str(k8s.kubeconfig), context=k8s.context
+            )
         configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         return client.ApiClient(configuration)
     except config.ConfigException as exc:
         raise KubernetesConfigError(f"no Kubernetes configuration: {exc}") from exc
@@ -125,7 +127,7 @@ class KServeBackend:
         api_client: an explicit client (tests, custom auth); built from settings when omitted.
     """
 
-    name = "kserve"
+    name: BackendName = "kserve"
 
     def __init__(self, settings: Settings, *, api_client: client.ApiClient | None = None) -> None:
         self.settings = settings
@@ -138,7 +140,7 @@ class KServeBackend:
         self._timeout = k8s.api_timeout_s
 
     def close(self) -> None:
-        self._api_client.close()
+        self._api_client.close()  # type: ignore[no-untyped-call]
 
     # -- apply ----------------------------------------------------------------------------------------
     def apply(self, event: CloudEvent[DeployRequested], profile: Profile, model: ModelURI) -> Applied:
@@ -186,7 +188,10 @@ class KServeBackend:
 
     def _create(self, obj: dict[str, Any]) -> None:
         if obj["kind"] == "ServiceAccount":
-            self.core.create_namespaced_service_account(self.namespace, obj, _request_timeout=self._timeout)
+            # The client serializes a plain dict as it is; the manifest stays one kind of data throughout.
+            self.core.create_namespaced_service_account(
+                self.namespace, obj, _request_timeout=self._timeout  # type: ignore[arg-type]
+            )
         else:
             self.custom.create_namespaced_custom_object(
                 API_GROUP, API_VERSION, self.namespace, PLURAL, obj, _request_timeout=self._timeout
@@ -204,14 +209,15 @@ class KServeBackend:
         with mapped_errors(f"read {kind} {name}"):
             try:
                 if kind == "ServiceAccount":
-                    raw = self.core.read_namespaced_service_account(
-                        name, self.namespace, _request_timeout=self._timeout, _preload_content=False
+                    account = self.core.read_namespaced_service_account(
+                        name, self.namespace, _request_timeout=self._timeout
                     )
-                    return dict(json.loads(raw.data))
-                obj = self.custom.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, self.namespace, PLURAL, name, _request_timeout=self._timeout
-                )
-                return dict(obj)
+                    found: Any = self._api_client.sanitize_for_serialization(account)  # type: ignore[no-untyped-call]
+                else:
+                    found = self.custom.get_namespaced_custom_object(
+                        API_GROUP, API_VERSION, self.namespace, PLURAL, name, _request_timeout=self._timeout
+                    )
+                return dict(found)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -261,7 +267,7 @@ class KServeBackend:
 
     def _watch(self, name: str, version: str | None, remaining: float,
                last: Observation) -> tuple[Observation, str | None]:
-        stream = watch.Watch()
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] = {
             "field_selector": f"metadata.name={name}",
             "timeout_seconds": max(1, int(remaining)),
@@ -270,8 +276,10 @@ class KServeBackend:
         if version:
             kwargs["resource_version"] = version
         observation = last
-        for event in stream.stream(self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION,
-                                   self.namespace, PLURAL, **kwargs):
+        events = stream.stream(  # type: ignore[no-untyped-call]
+            self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, PLURAL, **kwargs
+        )
+        for event in events:
             if not isinstance(event, dict) or event.get("type") == "BOOKMARK":
                 continue
             obj = event.get("raw_object") or event.get("object") or {}
@@ -280,11 +288,11 @@ class KServeBackend:
                 continue
             version = meta.get("resourceVersion") or version
             if event["type"] == "DELETED":
-                stream.stop()
+                stream.stop()  # type: ignore[no-untyped-call]
                 return Observation("missing", reason="Deleted", message=f"InferenceService {name} was deleted"), None
             observation = self._external(interpret(obj, fallback_url=self.fallback_url(name)), name)
             if observation.final:
-                stream.stop()
+                stream.stop()  # type: ignore[no-untyped-call]
                 break
         return observation, version
 

@@ -33,7 +33,7 @@ from schemas.envelope import CloudEvent
 from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.types import ModelURI, SecretRef, URIScheme
-from workers.backends.base import Applied, FollowPolicy, Observation
+from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.errors import PermanentError
 from workers.manifests.server_args import runtime_args
 from workers.observability import get_logger, redact
@@ -90,7 +90,7 @@ class LocalBackend:
         environ: where secret references fall back to (the worker's environment by default).
     """
 
-    name = "local"
+    name: BackendName = "local"
 
     def __init__(self, settings: Settings, *, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings

@@ -157,7 +157,7 @@ def _ready(event: CloudEvent[DeployRequested], record: ServiceRecord, observatio
                     endpoints=endpoints.model_dump(exclude_none=True), reason=None, message=None)
     emitter.emit(
         ServiceReady(
-            service=request.service, model_name=request.model_name, backend=record.backend,  # type: ignore[arg-type]
+            service=request.service, model_name=request.model_name, backend=record.backend,
             path=str(request.path), task=request.task, profile=record.profile, url=url,
             external_url=observation.external_url, endpoints=endpoints,
         ),
