@@ -13,9 +13,10 @@ from workers.profiles import ProfilesFileError, load_profiles, packaged_profiles
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_kustomize_configmap_source_is_the_packaged_default() -> None:
-    # deploy/profiles.yaml feeds the ConfigMap; workers/profiles.yaml ships in the wheel. They must agree.
-    assert (REPO / "deploy" / "profiles.yaml").read_text() == packaged_profiles_text()
+@pytest.mark.parametrize("copy", ["deploy/profiles.yaml", "deploy/base/profiles.yaml"])
+def test_the_kustomize_configmap_source_is_the_packaged_default(copy: str) -> None:
+    # The ConfigMap is generated from deploy/; workers/profiles.yaml ships in the wheel. They must agree.
+    assert (REPO / copy).read_text() == packaged_profiles_text()
 
 
 def test_the_default_profiles_are_the_platforms_names() -> None:
