@@ -10,7 +10,7 @@ ready for a rollout) while its readiness probe fails. For a queue worker that me
             worker unready, not dead: restarting it would not bring the broker back.
 
 Components report into one process-wide `HEALTH`. The Celery workers get it from the `CeleryHealth`
-consumer bootstep; the asyncio invoke worker calls `HEALTH.set_ready(...)` and runs `heartbeat(...)`.
+consumer bootstep; the asyncio invoke worker wraps its consuming phase in `asyncio_component(...)`.
 
 Example:
     >>> HEALTH.set_ready("consumer", True)
@@ -21,10 +21,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -128,6 +130,30 @@ async def heartbeat(component: str, *, interval_s: float = 5.0, stale_after_s: f
     while True:
         health.beat(component, stale_after_s=stale_after_s)
         await asyncio.sleep(interval_s)
+
+
+@asynccontextmanager
+async def asyncio_component(name: str, *, connected: Callable[[], bool], interval_s: float = 5.0,
+                            stale_after_s: float = 60.0, health: Health = HEALTH) -> AsyncIterator[None]:
+    """Ready while inside the block and `connected()`, with a heartbeat from the event loop.
+
+    For asyncio workers: wrap the part of the service that runs while consuming.
+
+    Example:
+        >>> async with asyncio_component("invoke-consumer", connected=lambda: broker.connected):  # doctest: +SKIP
+        ...     await stop.wait()
+    """
+    health.forget(name)
+    health.add_check(name, lambda: (connected(), "broker connection lost (reconnecting)"))
+    health.set_ready(name, True)
+    beating = asyncio.create_task(heartbeat(name, interval_s=interval_s, stale_after_s=stale_after_s, health=health))
+    try:
+        yield
+    finally:
+        health.set_ready(name, False, "stopping")
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
 
 
 # --------------------------------------------------------------------------------------------- Celery

@@ -41,8 +41,10 @@ def broker_vhost(url: str) -> str:
 
 def management_base_url(broker: BrokerSettings) -> str:
     """The management API base URL: `broker.management_url`, else the broker host on 15672 (15671 over TLS)."""
-    if broker.management_url:
-        return broker.management_url.rstrip("/")
+    if broker.management_url:  # credentials in it are used for auth (see _credentials), not kept in the URL
+        parts = urlsplit(broker.management_url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
     parts = urlsplit(broker.url)
     tls = parts.scheme == "amqps"
     host = parts.hostname or "localhost"

@@ -7,7 +7,6 @@ that cannot reach the broker is alive but not ready.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import signal
@@ -110,6 +109,21 @@ def test_a_deploy_worker_is_ready_when_consuming_and_its_counters_move(ops_url, 
                        type="io.modelbus.undeploy.requested") >= 1
 
 
+def test_the_invoke_worker_is_ready_when_consuming_and_counts_what_it_rejects(ops_url, ops_channel, tmp_path):
+    with worker_process("invoke", ops_url, tmp_path / "state") as base:
+        ready = _until(lambda: httpx.get(f"{base}/readyz"), lambda r: r.status_code == 200)
+        assert ready is not None, "the worker never answered /readyz"
+        assert ready.json()["components"]["invoke-consumer"]["ok"] is True
+
+        ops_channel.basic_publish(EXCHANGE, "invoke.requested", b"{not json",
+                                  pika.BasicProperties(content_type=CONTENT_TYPE), mandatory=True)
+
+        scrape = _until(lambda: httpx.get(f"{base}/metrics"),
+                        lambda r: _metric(r.text, "modelbus_invoke_rejected_total") >= 1)
+        assert scrape is not None, "the worker never answered /metrics"
+        assert _metric(scrape.text, "modelbus_invoke_rejected_total") >= 1, scrape.text
+
+
 def test_a_worker_that_cannot_reach_the_broker_is_alive_but_not_ready(tmp_path):
     with worker_process("deploy", "amqp://guest:guest@127.0.0.1:9/", tmp_path / "state") as base:
         live = _until(lambda: httpx.get(f"{base}/healthz"), lambda r: r.status_code == 200)
@@ -158,16 +172,18 @@ def test_liveness_fails_only_when_a_ready_component_stops_beating():
 
 
 @pytest.mark.asyncio
-async def test_the_asyncio_heartbeat_keeps_a_component_alive():
+async def test_an_asyncio_component_is_ready_while_consuming_and_connected():
     import asyncio
 
-    from workers.health import heartbeat
+    from workers.health import asyncio_component
 
     health = Health()
-    health.set_ready("invoke", True)
-    task = asyncio.create_task(heartbeat("invoke", interval_s=0.01, health=health))
-    await asyncio.sleep(0.05)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    assert health.liveness().components["invoke"]["last_beat_s"] < 1
+    connected = {"value": True}
+    async with asyncio_component("invoke", connected=lambda: connected["value"], interval_s=0.01, health=health):
+        await asyncio.sleep(0.05)
+        assert health.readiness().ok
+        assert health.liveness().components["invoke"]["last_beat_s"] < 1
+        connected["value"] = False
+        assert not health.readiness().ok
+    connected["value"] = True
+    assert not health.readiness().ok  # stopped consuming: not ready any more

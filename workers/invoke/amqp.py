@@ -63,6 +63,11 @@ class Broker:
         self._consumer_tags: list[tuple[Any, str]] = []
         self._exchanges: dict[str, AbstractExchange] = {}
 
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now (a robust connection re-opens itself when lost)."""
+        return self._connection is not None and self._connection.connected.is_set()
+
     async def connect(self) -> None:
         broker = self.settings.broker
         ssl_context = None

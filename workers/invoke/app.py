@@ -8,6 +8,7 @@ import signal
 from collections.abc import Callable
 
 from schemas.settings import Settings
+from workers.health import asyncio_component
 from workers.invoke.amqp import Broker
 from workers.invoke.service import InvokeService
 from workers.invoke.targets import ServiceDirectory, registry_fallback
@@ -44,7 +45,8 @@ async def serve(
                                                    "max_batch_size": settings.invoke.max_batch_size})
         if on_ready is not None:
             on_ready(service)
-        await stop.wait()
+        async with asyncio_component("invoke-consumer", connected=lambda: broker.connected):  # /readyz, /healthz
+            await stop.wait()
         await broker.stop_consuming()
         await service.drain(DRAIN_TIMEOUT_S)
     finally:
