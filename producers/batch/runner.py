@@ -95,20 +95,25 @@ class _Run:
             if record.state is BatchState.in_progress:
                 store.transition(batch_id, BatchState.finalizing, allowed_from=[BatchState.in_progress], now=now)
             store.transition(batch_id, BatchState.completed, allowed_from=[BatchState.finalizing], now=now)
-            await self.broker.delete(record.results_queue)
+            await self._retire(record)
         elif step is Step.expire:
             store.withdraw_pending(batch_id)
             await self.collector.pump(0.0)
             self.collector.write_withdrawn(store.uncollected(batch_id), "expired")
             store.transition(batch_id, BatchState.expired, allowed_from=[BatchState.in_progress], now=now)
-            await self.broker.delete(record.results_queue)
+            await self._retire(record)
         elif step is Step.cancelled:
             await self.collector.pump(0.0)
             self.collector.write_withdrawn(store.uncollected(batch_id), "cancelled")
             store.transition(batch_id, BatchState.cancelled, allowed_from=[BatchState.cancelling], now=now)
-            await self.broker.delete(record.results_queue)
+            await self._retire(record)
         log.info("batch %s: %s", batch_id, step.value)
         return True
+
+    async def _retire(self, record: BatchRecord) -> None:
+        """Stop consuming the finished batch's results queue, then delete it."""
+        await self.broker.cancel_consumers()
+        await self.broker.delete(record.results_queue)
 
     async def send(self, record: BatchRecord, counts: Counts, depth: int) -> int:
         """Publish the next chunk if the in-flight bound allows; returns requests sent."""
