@@ -42,14 +42,16 @@ class JobKube(Kube):
             emulator.resources[PODS] = kmock.ResourceInfo(kind="Pod", namespaced=True, subresources={"log"})
             for plural in (JOBS, CONFIG_MAPS, PODS):
                 emulator[kmock.action.CREATE, kmock.resource(plural)] << 201 << (lambda request: request.data)
-            emulator[kmock.resource(PODS), kmock.subresource("log")] << (lambda request: self.logs.get(request.name, ""))
+            pod_logs = kmock.resource(PODS), kmock.subresource("log")
+            emulator[pod_logs] << (lambda request: self.logs.get(request.name, ""))
             self._started.set()
             await self._stop.wait()
 
     # -- what the test inspects --------------------------------------------------------------------------
     def job(self, name: str) -> dict[str, Any] | None:
         try:
-            return dict(self.api_client.sanitize_for_serialization(self.batch.read_namespaced_job(name, self.namespace)))
+            found = self.batch.read_namespaced_job(name, self.namespace)
+            return dict(self.api_client.sanitize_for_serialization(found))
         except ApiException as exc:
             if exc.status == 404:
                 return None
