@@ -52,7 +52,9 @@ class KubernetesSettings(BaseModel):
         default=30.0, description="How long one follow-up task watches a service before re-scheduling itself, seconds."
     )
     recheck_delay_s: float = Field(
-        default=5.0, description="Pause between two watch windows, during which no worker slot is held, seconds."
+        default=5.0,
+        description="Pause between two watch windows, during which no worker slot is held, seconds "
+        "(whole seconds, at least 1: RabbitMQ native delayed delivery).",
     )
     api_timeout_s: float = Field(default=30.0, description="Timeout of one Kubernetes API call, seconds.")
     deployment_mode: Literal["Serverless", "RawDeployment"] = Field(

@@ -129,6 +129,14 @@ class Kube:
     def requests(self, action: kmock.action, resource: str = ISVC) -> int:
         return self.call(lambda: len(self.emulator[action, kmock.resource(resource)]))
 
+    def wait_requests(self, action: kmock.action, count: int, *, resource: str = ISVC, timeout: float = 20.0) -> None:
+        """Block until the API has received `count` `action` requests on `resource`."""
+        end = time.monotonic() + timeout
+        while self.requests(action, resource) < count:
+            if time.monotonic() > end:
+                raise AssertionError(f"fewer than {count} {action.name} requests within {timeout}s")
+            time.sleep(0.05)
+
     def names(self, resource: str = ISVC) -> list[str]:
         """The names of the objects of `resource` that exist now."""
         items = self.call(lambda: [(key, obj) for key, obj in self.emulator.objects.items()])

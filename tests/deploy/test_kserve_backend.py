@@ -7,6 +7,7 @@ KServe's controller by writing the InferenceService status (Ready, failed to loa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kmock
@@ -26,7 +27,7 @@ FINETUNED = "s3://datalake/llm/model/test_llm_model/6a1f3e52-8d0b-4c8e-9f65-2b1d
 
 
 def kserve_settings(settings: Settings, **k8s: Any) -> Settings:
-    kubernetes = KubernetesSettings(**{"ready_timeout_s": 30.0, "watch_window_s": 1.0, "recheck_delay_s": 0.3,
+    kubernetes = KubernetesSettings(**{"ready_timeout_s": 30.0, "watch_window_s": 1.0, "recheck_delay_s": 1.0,
                                        "api_timeout_s": 5.0, **k8s})
     return settings.model_copy(update={"backend": "kserve", "task_max_retries": 2, "kubernetes": kubernetes,
                                        "broker": fast_stopping(settings.broker)})
@@ -107,7 +108,8 @@ def test_an_unknown_store_reference_fails_without_touching_the_cluster(worker, k
     assert kube.names() == []
 
 
-def test_a_pending_service_does_not_hold_a_worker_slot(settings, kube, bus: ModelBus, clean_deploy_queues) -> None:
+def test_a_pending_service_does_not_hold_a_worker_slot(settings, kube, bus: ModelBus, clean_deploy_queues,
+                                                       caplog) -> None:
     # Given a worker with a single slot and a first service whose pod takes long to start,
     settings = kserve_settings(settings)
     backend = KServeBackend(settings, api_client=kube.new_api_client())
@@ -124,6 +126,8 @@ def test_a_pending_service_does_not_hold_a_worker_slot(settings, kube, bus: Mode
         kube.become_ready("slow-gpu")
         assert bus.wait(slow, timeout=30).data.service == "slow-gpu"
     backend.close()
+    # The waiting was done by scheduled follow-up tasks, not by retrying failed ones.
+    assert not [r for r in caplog.records if r.name == "workers.runner" and "retrying" in r.getMessage()]
 
 
 def test_a_model_that_fails_to_load_is_a_deploy_failure_with_the_controllers_reason(worker, kube, bus) -> None:
@@ -227,6 +231,26 @@ def test_a_forbidden_api_call_is_a_deploy_failure_without_retries(worker, kube, 
     assert "cannot create" in err.value.event.data.message
     assert err.value.event.data.retryable is False
     assert kube.requests(kmock.action.CREATE) == 1
+
+
+@pytest.mark.parametrize("status", [500, 410])
+def test_a_broken_or_expired_watch_is_resumed(worker, kube, bus, status: int) -> None:
+    # Given watches that fail (a 500, or 410 Gone for an expired resourceVersion),
+    kube.fail_requests(kmock.action.WATCH, status, times=2)
+    request = bus.deploy(f"rewatch-{status}", path=CLASSIFIER, profile="cpu-small", wait=False)
+    kube.wait_for(f"rewatch-{status}")
+    kube.wait_requests(kmock.action.WATCH, 2)  # the worker has met both failures
+    kube.become_ready(f"rewatch-{status}")
+    # then following resumes and the service is announced.
+    assert bus.wait(request, timeout=30).data.service == f"rewatch-{status}"
+
+
+def test_the_requests_deadline_bounds_the_wait_for_readiness(worker, kube, bus) -> None:
+    deadline = datetime.now(UTC) + timedelta(seconds=2)
+    with pytest.raises(RequestFailed) as err:
+        bus.deploy("hurried", path=CLASSIFIER, profile="cpu-small", deadline=deadline, timeout=30)
+    assert err.value.reason == "DeadlineExceeded"
+    assert ServiceRegistry(worker[0].state_dir).get("hurried").status == "failed"
 
 
 def test_an_unreachable_api_is_retried_then_reported(settings, bus, clean_deploy_queues) -> None:

@@ -267,6 +267,7 @@ class KServeBackend:
 
     def _watch(self, name: str, version: str | None, remaining: float,
                last: Observation) -> tuple[Observation, str | None]:
+        end = time.monotonic() + remaining
         stream = watch.Watch()  # type: ignore[no-untyped-call]
         kwargs: dict[str, Any] = {
             "field_selector": f"metadata.name={name}",
@@ -291,7 +292,7 @@ class KServeBackend:
                 stream.stop()  # type: ignore[no-untyped-call]
                 return Observation("missing", reason="Deleted", message=f"InferenceService {name} was deleted"), None
             observation = self._external(interpret(obj, fallback_url=self.fallback_url(name)), name)
-            if observation.final:
+            if observation.final or time.monotonic() >= end:  # a busy stream must not outlast the window
                 stream.stop()  # type: ignore[no-untyped-call]
                 break
         return observation, version

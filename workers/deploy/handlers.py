@@ -14,6 +14,7 @@ turns them into `DeployFailed`, see `deploy_failure`); transient backend errors 
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -47,6 +48,22 @@ def deploy_failure(event: CloudEvent[Any], error: WorkerError) -> DeployFailed:
     details = {k: v for k, v in error.details.items() if isinstance(k, str)}
     return DeployFailed(service=event.data.service, reason=error.reason, message=error.message[:8192],
                         details=details)
+
+
+def settle_failure(
+    event: CloudEvent[Any], error: WorkerError, *, registry: ServiceRegistry, backend: ServiceBackend
+) -> DeployFailed:
+    """`deploy_failure`, after recording the failure of a deploy the runner gave up on.
+
+    The runner decides some failures without the handler (a deadline that passed before a follow-up
+    task started, retries exhausted); the service must not stay `deploying` in the registry then.
+    """
+    record = registry.get(event.data.service)
+    if isinstance(event.data, DeployRequested) and record is not None and record.event_id == event.id \
+            and record.status == "deploying":
+        registry.update(record.name, status="failed", reason=error.reason, message=error.message)
+        backend.give_up(record.name)
+    return deploy_failure(event, error)
 
 
 def resolve_model(path: ModelURI, models: ModelResolver | None) -> ModelURI:
@@ -132,7 +149,7 @@ def _follow(
                 observation.message or f"{request.service} failed", reason=observation.reason or "DeployFailed",
                 details=observation.details,
             ))
-        if end - time.time() > policy.recheck_delay_s:
+        if end - time.time() > math.ceil(policy.recheck_delay_s) + policy.window_s / 2:
             log.info("%s not ready yet (%s); checking again in %.1fs", request.service,
                      observation.reason or "pending", policy.recheck_delay_s)
             follow_up(event, policy.recheck_delay_s)

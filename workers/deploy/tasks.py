@@ -9,6 +9,7 @@ Three tasks, all thin shims made by `workers.runner.event_task` (decode, deadlin
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
@@ -19,7 +20,7 @@ from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.topology import DEPLOY_QUEUE
 from workers.backends.base import ServiceBackend
-from workers.deploy.handlers import deploy_failure, handle_deploy, handle_follow, handle_undeploy
+from workers.deploy.handlers import deploy_failure, handle_deploy, handle_follow, handle_undeploy, settle_failure
 from workers.emit import Emitter
 from workers.models_registry import ModelRegistry
 from workers.profiles import load_profiles
@@ -56,10 +57,11 @@ def register(app: Celery, *, settings: Settings, emitter: Emitter, backend: Serv
     models = ModelRegistry.from_settings(settings)
 
     def follow_up(event: CloudEvent[DeployRequested], countdown: float) -> None:
+        # Native delayed delivery counts whole seconds (and rejects a countdown below one).
         app.send_task(
             f"modelbus.{FOLLOW_ROUTING_KEY}",
             args=[encode(event).decode()],
-            countdown=countdown,
+            countdown=max(1, math.ceil(countdown)),
             queue=DEPLOY_QUEUE.task_queue,
             routing_key=DEPLOY_QUEUE.task_queue,
             exchange=app.conf.modelbus_task_exchange,
@@ -72,6 +74,8 @@ def register(app: Celery, *, settings: Settings, emitter: Emitter, backend: Serv
         (FOLLOW_ROUTING_KEY, partial(handle_follow, **common, follow_up=follow_up)),
         ("undeploy.requested", partial(handle_undeploy, **common)),
     )
+    settled = partial(settle_failure, registry=registry, backend=backend)
     for routing_key, handler in tasks:
-        event_task(app, DEPLOY_QUEUE, routing_key, handler, deploy_failure, settings=settings, emitter=emitter)
+        failure = deploy_failure if routing_key.startswith("undeploy") else settled
+        event_task(app, DEPLOY_QUEUE, routing_key, handler, failure, settings=settings, emitter=emitter)
     app.conf.modelbus_deploy_backend = backend
