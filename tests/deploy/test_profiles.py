@@ -13,10 +13,12 @@ from workers.profiles import ProfilesFileError, load_profiles, packaged_profiles
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("copy", ["deploy/profiles.yaml", "deploy/base/profiles.yaml"])
-def test_the_kustomize_configmap_source_is_the_packaged_default(copy: str) -> None:
+def test_every_copy_under_deploy_is_the_packaged_default() -> None:
     # The ConfigMap is generated from deploy/; workers/profiles.yaml ships in the wheel. They must agree.
-    assert (REPO / copy).read_text() == packaged_profiles_text()
+    copies = sorted((REPO / "deploy").rglob("profiles.yaml"))
+    assert REPO / "deploy" / "profiles.yaml" in copies
+    for copy in copies:
+        assert copy.read_text() == packaged_profiles_text(), f"{copy} differs from workers/profiles.yaml"
 
 
 def test_the_default_profiles_are_the_platforms_names() -> None:
