@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from producers.cli import batch, contract, demo, deploy, invoke, ops, serve, worker
+from producers.cli import batch, contract, demo, deploy, invoke, ops, serve, train, worker
 
 app = typer.Typer(
     name="modelbus",
@@ -24,6 +24,8 @@ app.add_typer(deploy.services_app, name="services")
 app.command("demo")(demo.demo)
 app.command("invoke")(invoke.invoke)
 app.add_typer(batch.batch_app, name="batch")
+app.command("train")(train.train)
+app.add_typer(train.models_app, name="models")
 app.command(
     "serve", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 )(serve.serve)

@@ -8,8 +8,6 @@ end in TrainFailed with the job's reason and log, and leave no trace in the regi
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,50 +16,10 @@ import pytest
 from producers.client import ModelBus, RequestFailed
 from producers.trained import LoggedModel
 from schemas.events import TrainProgress
-from schemas.settings import BrokerSettings, Settings, TrainSettings
-from tests.conftest import running_worker
-from tests.models import build_tiny_classifier, minilm_dir
+from schemas.settings import Settings
+from tests.models import minilm_dir
 from tests.train.data import HELD_OUT, sentiment_rows, write_jsonl
-from workers.app import create_app
-from workers.backends.local_jobs import LocalJobs
-from workers.deploy import tasks as deploy_tasks
 from workers.models_registry import ModelRegistry
-from workers.train import tasks as train_tasks
-
-
-@pytest.fixture(scope="module")
-def worker_settings(broker_url: str, tmp_path_factory: pytest.TempPathFactory, topology: list[str]) -> Settings:
-    return Settings(
-        broker=BrokerSettings(url=broker_url, connect_attempts=3, retry_delay_s=0.2),
-        state_dir=tmp_path_factory.mktemp("train-worker-state"),
-        backend="local",
-        task_max_retries=1,
-        # short windows, so a fine-tune is followed across several follow-up tasks
-        train=TrainSettings(watch_window_s=5.0, recheck_delay_s=1.0, progress_interval_s=0.0),
-    )
-
-
-@pytest.fixture(scope="module")
-def worker(worker_settings: Settings) -> Iterator[Settings]:
-    """A Celery worker with the train and deploy tasks; jobs never reach for the network."""
-    app = create_app(worker_settings, ("deploy", "train"), register_tasks=False)
-    emitter = app.conf.modelbus_emitter
-    deploy_tasks.register(app, settings=worker_settings, emitter=emitter)
-    jobs = LocalJobs(worker_settings, environ={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
-    train_tasks.register(app, settings=worker_settings, emitter=emitter, backend=jobs)
-    with running_worker(app, concurrency=2):
-        yield worker_settings
-    for server in app.conf.modelbus_deploy_backend.running():
-        app.conf.modelbus_deploy_backend.delete(server.service)
-    for run in jobs.running():
-        jobs.cancel(run.run_id)
-    emitter.close()
-
-
-@pytest.fixture
-def bus(worker: Settings) -> Iterator[ModelBus]:
-    with ModelBus(worker) as client:
-        yield client
 
 
 def v2_texts(texts: list[str]) -> dict:
@@ -112,11 +70,6 @@ def test_minilm_fine_tuned_through_the_bus_is_logged_then_served_by_reference(
     correct = sum(p == label for p, (_, label) in zip(predicted, HELD_OUT, strict=True))
     assert correct >= 8, list(zip(predicted, HELD_OUT, strict=True))
     bus.undeploy("sentiment-ft")
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_classifier(tmp_path_factory.mktemp("tiny-base"))
 
 
 def test_an_unknown_column_fails_with_the_reason_and_log_and_logs_nothing(
