@@ -24,7 +24,9 @@ import pytest
 
 from schemas.envelope import CONTENT_TYPE
 from schemas.topology import EXCHANGE
+from tests.conftest import running_worker
 from tests.ops.conftest import publish_event
+from workers.app import create_app
 from workers.health import Health
 
 
@@ -122,6 +124,27 @@ def test_the_invoke_worker_is_ready_when_consuming_and_counts_what_it_rejects(op
                         lambda r: _metric(r.text, "modelbus_invoke_rejected_total") >= 1)
         assert scrape is not None, "the worker never answered /metrics"
         assert _metric(scrape.text, "modelbus_invoke_rejected_total") >= 1, scrape.text
+
+
+def test_flower_works_unchanged_against_the_celery_app(ops_url, ops_settings, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "MODELBUS_BROKER__URL": ops_url, "MODELBUS_STATE_DIR": str(tmp_path / "flower"),
+           "MODELBUS_WORKERS": "deploy", "FLOWER_UNAUTHENTICATED_API": "true"}
+    app = create_app(ops_settings, ("deploy",), register_tasks=False)
+    with running_worker(app):
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}", "--address=127.0.0.1"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            workers = _until(lambda: httpx.get(f"http://127.0.0.1:{port}/api/workers?refresh=1", timeout=10),
+                             lambda r: r.status_code == 200 and bool(r.json()))
+        finally:
+            flower.terminate()
+            flower.wait(timeout=20)
+    assert workers is not None, "flower never answered"
+    queues = {q["name"] for info in workers.json().values() for q in info.get("active_queues") or []}
+    assert "modelbus.deploy.tasks" in queues
 
 
 def test_a_worker_that_cannot_reach_the_broker_is_alive_but_not_ready(tmp_path):
