@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -48,17 +49,19 @@ def _services(cfg: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def _report(cfg: Settings, source: StatsSource) -> StatusReport:
+def _reporter(cfg: Settings, source: StatsSource) -> tuple[Callable[[], StatusReport], Callable[[], None]]:
+    """A function making one status report (sharing one broadcast app across refreshes), and a closer."""
     from producers.ops.celery_workers import celery_workers, inspect_app
     from workers.app import broker_ssl
 
     app = inspect_app(cfg.broker.url, use_ssl=broker_ssl(cfg.broker))
-    return collect(
-        cfg.broker,
-        inspect=lambda: celery_workers(app),
-        services=lambda: _services(cfg),
-        prefer=None if source is StatsSource.auto else source.value,  # type: ignore[arg-type]
-    )
+    prefer = None if source is StatsSource.auto else source.value
+
+    def report() -> StatusReport:
+        return collect(cfg.broker, inspect=lambda: celery_workers(app), services=lambda: _services(cfg),
+                       prefer=prefer)  # type: ignore[arg-type]
+
+    return report, app.close
 
 
 def _num(value: float | None, fmt: str = "{:d}") -> str:
@@ -147,27 +150,29 @@ def status(
 
     Exits 1 when the broker answers neither on the management API nor over AMQP.
     """
-    cfg = settings()
-    if not watch:
-        report = _report(cfg, source)
-        if as_json:
-            typer.echo(json.dumps(report.to_dict(), default=str))
-        else:
-            console.print(render(report))
-        if "queues" in report.errors:
-            raise typer.Exit(1)
-        return
+    report, close = _reporter(settings(), source)
     try:
+        if not watch:
+            once = report()
+            if as_json:
+                typer.echo(json.dumps(once.to_dict(), default=str))
+            else:
+                console.print(render(once))
+            if "queues" in once.errors:
+                raise typer.Exit(1)
+            return
         if as_json:
             while True:
-                typer.echo(json.dumps(_report(cfg, source).to_dict(), default=str))
+                typer.echo(json.dumps(report().to_dict(), default=str))
                 time.sleep(interval)
-        with Live(render(_report(cfg, source)), console=console, auto_refresh=False) as live:
+        with Live(render(report()), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                live.update(render(_report(cfg, source)), refresh=True)
+                live.update(render(report()), refresh=True)
     except KeyboardInterrupt:
         return
+    finally:
+        close()
 
 
 # ------------------------------------------------------------------------------------------------ dlq

@@ -8,6 +8,10 @@ dead-letter depths match, through the management API and through the AMQP fallba
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pika
@@ -125,3 +129,43 @@ def test_the_status_screen_is_a_readable_table(cli, ops_channel):
     assert "modelbus.deploy" in result.output
     assert "Latest failures" in result.output
     assert "KubernetesUnavailable" in result.output
+
+
+def test_status_shows_the_services_of_the_registry(cli, ops_channel, tmp_path):
+    from workers.registry import ServiceRecord, ServiceRegistry
+
+    registry = ServiceRegistry(tmp_path / "state")  # the state dir the cli fixture points at
+    registry.upsert(ServiceRecord(name="sentiment", backend="local", status="ready", model_name="sentiment",
+                                  path="file:///models/sentiment", url="http://127.0.0.1:8080"))
+    registry.upsert(ServiceRecord(name="broken", backend="local", status="failed", model_name="broken",
+                                  path="hf://org/broken", reason="FailedToLoad"))
+
+    report = _status(cli, extra_env=NO_MANAGEMENT)
+
+    by_name = {s["name"]: s for s in report["services"]}
+    assert by_name["sentiment"]["status"] == "ready"
+    assert by_name["sentiment"]["url"] == "http://127.0.0.1:8080"
+    assert by_name["broken"]["reason"] == "FailedToLoad"
+
+
+def test_status_watch_refreshes_until_interrupted(ops_url, ops_channel, tmp_path):
+    env = {**os.environ, "MODELBUS_BROKER__URL": ops_url, "MODELBUS_STATE_DIR": str(tmp_path / "state"),
+           **NO_MANAGEMENT}
+    proc = subprocess.Popen([sys.executable, "-m", "producers.cli", "status", "--watch", "--json", "--interval", "0.2"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(proc.stdout.readline())
+        publish_event(ops_channel, "arrives-while-watching")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            later = json.loads(proc.stdout.readline())
+            if _queue(later, DEPLOY_QUEUE.name)["ready"] == 1:
+                break
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert _queue(first, DEPLOY_QUEUE.name)["ready"] == 0
+    assert _queue(later, DEPLOY_QUEUE.name)["ready"] == 1
+    assert code == 0
