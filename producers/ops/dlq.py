@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -175,7 +175,8 @@ def _depth(channel: BlockingChannel, name: str) -> int:
         raise KeyError(f"queue {name} does not exist; declare the topology (modelbus topology declare)") from exc
 
 
-def _each(channel: BlockingChannel, name: str, limit: int) -> Iterator[tuple[int, pika.BasicProperties, bytes]]:
+def _each(channel: BlockingChannel, name: str,
+          limit: int) -> Generator[tuple[int, pika.BasicProperties, bytes], None, None]:
     """Up to `limit` messages, each left unacked (the caller acks or they are all nacked at the end)."""
     try:
         for _ in range(limit):

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich.console import Console
+
 from producers.errors import BrokerUnavailable
 from producers.ops.dlq import DeadLetter, browse
 from producers.ops.queues import QueueStats, Source, StatsUnavailable, queue_stats
-from schemas.settings import BrokerSettings
+from schemas.settings import BrokerSettings, Settings
 from schemas.topology import WORKER_QUEUES
 
 
@@ -143,3 +145,10 @@ def collect(
         except BrokerUnavailable as exc:
             report.errors["failures"] = str(exc)
     return report
+
+
+def render_status(settings: Settings, console: Console) -> None:
+    """Print the status screen once, as `modelbus status` does (for embedding, e.g. the demo)."""
+    from producers.ops.screen import print_status
+
+    print_status(settings, console)
