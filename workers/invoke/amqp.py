@@ -60,6 +60,7 @@ class Broker:
         self._connection: AbstractRobustConnection | None = None
         self._consume: AbstractChannel | None = None
         self._publish: AbstractChannel | None = None
+        self._registry: AbstractChannel | None = None
         self._consumer_tags: list[tuple[Any, str]] = []
         self._exchanges: dict[str, AbstractExchange] = {}
 
@@ -83,6 +84,9 @@ class Broker:
             self._consume = await self._connection.channel(publisher_confirms=False)
             await self._consume.set_qos(prefetch_count=self.settings.invoke.prefetch)
             self._publish = await self._connection.channel(publisher_confirms=True)
+            # Registry events are consumed without acks on their own channel, so their delivery tags
+            # never interleave with the invoke queue's (whose acks are coalesced by tag order).
+            self._registry = await self._connection.channel(publisher_confirms=False)
             await self._declare(self._publish)
         except (aiormq.exceptions.AMQPError, OSError, TimeoutError) as exc:
             raise BrokerError(f"cannot connect to the broker: {type(exc).__name__}: {exc}") from exc
@@ -108,14 +112,18 @@ class Broker:
 
     async def consume_requests(self, handler: Handler) -> None:
         consume, _ = self._channels
-        queue = await consume.get_queue(INVOKE_QUEUE.name, ensure=False)
+        # Declared (not `get_queue`) so the robust channel knows the queue and restores the consumer
+        # after a reconnect; a queue object from `get_queue(ensure=False)` is silently left behind.
+        queue = await consume.declare_queue(INVOKE_QUEUE.name, durable=True,
+                                            arguments=INVOKE_QUEUE.queue_arguments())  # type: ignore[arg-type]
         self._consumer_tags.append((queue, await queue.consume(handler)))
 
     async def consume_registry(self, handler: Handler) -> None:
         """Subscribe a private auto-delete queue to `service.ready` / `service.deleted` events."""
-        consume, _ = self._channels
-        events = await consume.get_exchange(EXCHANGE, ensure=False)
-        queue = await consume.declare_queue("", exclusive=True, auto_delete=True)
+        if self._registry is None:
+            raise BrokerError("not connected")
+        events = await self._registry.get_exchange(EXCHANGE, ensure=False)
+        queue = await self._registry.declare_queue("", exclusive=True, auto_delete=True)
         for key in REGISTRY_ROUTING_KEYS:
             await queue.bind(events, routing_key=key)
         self._consumer_tags.append((queue, await queue.consume(handler, no_ack=True)))
@@ -165,6 +173,6 @@ class Broker:
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
-        self._consume = self._publish = None
+        self._consume = self._publish = self._registry = None
         if connection is not None:
             await connection.close()

@@ -30,6 +30,7 @@ from schemas.events import InvokeRequested, ServiceDeleted, ServiceReady
 from schemas.settings import Settings
 from workers.errors import PermanentError
 from workers.invoke import metrics, protocols
+from workers.invoke.acks import AckTracker
 from workers.invoke.amqp import Broker, BrokerError
 from workers.invoke.batching import Batch, MicroBatcher
 from workers.invoke.execute import Answer, execute
@@ -80,10 +81,12 @@ class InvokeService:
         self._answered: OrderedDict[str, None] = OrderedDict()
         self._background: set[asyncio.Task[None]] = set()
         self._draining = False
+        self._acks: dict[int, AckTracker] = {}
 
     # -- intake ------------------------------------------------------------------------------------
     async def on_request(self, message: AbstractIncomingMessage) -> None:
         """Consumer callback: decode, de-duplicate, resolve, queue (never blocks on upstream)."""
+        self._tracker(message).received(message)
         try:
             content_type = (message.content_type or "").split(";")[0].strip()
             if content_type not in (CONTENT_TYPE, DATA_CONTENT_TYPE):  # the same rule as the event gateway
@@ -100,7 +103,7 @@ class InvokeService:
         request_id = event.id
         if request_id in self._answered:
             metrics.DUPLICATES.inc()
-            await message.ack()
+            self._settle(message)
             return
         running = self._inflight.get(request_id)
         if running is not None:  # the same request again while the first copy is still being answered
@@ -229,19 +232,37 @@ class InvokeService:
         try:
             await self.broker.publish(result, reply_to=request.data.reply_to)
         except BrokerError as exc:
-            # Not confirmed: leave the request unacked; the broker redelivers it and it is answered again.
-            log.error("result not confirmed; the request will be redelivered: %s", exc)
+            # Not confirmed: give the request back to the queue; it is answered again (same result id).
+            log.error("result not confirmed; the request goes back to the queue: %s", exc)
             self._inflight.pop(request.id, None)
+            for message in job.messages:
+                await self._requeue(message)
             return
         self._remember(request.id)
         self._inflight.pop(request.id, None)
         metrics.RESULTS.labels(protocol, outcome, reason).inc()
         metrics.LATENCY.labels(protocol).observe(max(0.0, (datetime.now(UTC) - request.time).total_seconds()))
         for message in job.messages:
-            try:
-                await message.ack()
-            except Exception as exc:  # channel gone: the redelivery will hit the answered-ids cache
-                log.warning("ack failed: %s", exc)
+            self._settle(message)
+
+    # -- acknowledgements --------------------------------------------------------------------------
+    def _tracker(self, message: AbstractIncomingMessage) -> AckTracker:
+        key = id(message.channel)
+        found = self._acks.get(key)
+        if found is None:
+            found = self._acks[key] = AckTracker()
+        return found
+
+    def _settle(self, message: AbstractIncomingMessage) -> None:
+        """The delivery is answered (or dead-lettered): ack it, coalesced with its neighbours."""
+        self._tracker(message).settle(message)
+
+    async def _requeue(self, message: AbstractIncomingMessage) -> None:
+        self._tracker(message).forget(message)
+        try:
+            await message.nack(requeue=True)
+        except Exception as exc:  # channel gone: the broker requeues it anyway
+            log.warning("nack failed: %s", exc)
 
     def _remember(self, request_id: str) -> None:
         self._answered[request_id] = None
@@ -252,9 +273,10 @@ class InvokeService:
         try:
             await self.broker.dead_letter(message, reason, error)
         except BrokerError as exc:
-            log.error("could not dead-letter an invalid message; it will be redelivered: %s", exc)
+            log.error("could not dead-letter an invalid message; it goes back to the queue: %s", exc)
+            await self._requeue(message)
             return
-        await message.ack()
+        self._settle(message)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -273,6 +295,8 @@ class InvokeService:
             for state in self._lanes.values():
                 tasks |= state.tasks
             if not tasks and not self.batcher.pending():
+                for tracker in self._acks.values():
+                    await tracker.wait()
                 return
             if tasks:
                 await asyncio.wait(tasks, timeout=max(0.0, end - self._clock()))
