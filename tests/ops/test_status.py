@@ -17,7 +17,7 @@ import time
 import pika
 
 from schemas.topology import DEPLOY_QUEUE, INVOKE_QUEUE, TRAIN_QUEUE
-from tests.conftest import running_worker
+from tests.conftest import MANAGEMENT, running_worker
 from tests.ops.conftest import dead_letter, publish_event
 from workers.app import create_app
 
@@ -169,3 +169,16 @@ def test_status_watch_refreshes_until_interrupted(ops_url, ops_channel, tmp_path
     assert _queue(first, DEPLOY_QUEUE.name)["ready"] == 0
     assert _queue(later, DEPLOY_QUEUE.name)["ready"] == 1
     assert code == 0
+
+
+def test_the_management_url_may_carry_its_own_credentials(cli, ops_channel, ops_url):
+    # Given a broker URL whose password the management API would refuse, and a management URL with a good one
+    publish_event(ops_channel, "x")
+    wrong = ops_url.replace("guest:guest@", "guest:wrong@")
+    report = _eventually(
+        cli, lambda r: _queue(r, DEPLOY_QUEUE.name)["ready"] == 1, "--source", "management",
+        extra_env={"MODELBUS_BROKER__URL": wrong,
+                   "MODELBUS_BROKER__MANAGEMENT_URL": MANAGEMENT.replace("://", "://guest:guest@", 1)},
+    )
+    assert report["source"] == "management"
+    assert _queue(report, DEPLOY_QUEUE.name)["ready"] == 1
