@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable, Iterator
 
 import httpx
+import pika
 import pytest
 from prometheus_client import REGISTRY
 from typer.testing import CliRunner
@@ -18,6 +19,7 @@ from producers.errors import ReplyTimeout
 from producers.publisher import Publisher
 from schemas.events import InvokeRequested, ServiceReady
 from schemas.settings import Settings
+from schemas.topology import INVOKE_QUEUE
 from tests.invoke.conftest import WorkerHandle
 from tests.invoke.upstream_app import ready_event_data
 from tests.models import build_minilm_classifier, build_tiny_generator
@@ -114,7 +116,8 @@ def test_concurrent_completions_with_equal_parameters_share_a_call_and_keep_thei
 
 
 def test_two_hundred_concurrent_single_text_requests_are_batched_and_each_gets_its_own_answer(
-    services: dict[str, Service], servers: dict[str, str], bus: ModelBus,
+    services: dict[str, Service], servers: dict[str, str], bus: ModelBus, worker: WorkerHandle,
+    channel: pika.adapters.blocking_connection.BlockingChannel,
 ) -> None:
     texts = [f"request number {i} says {'good' if i % 3 else 'bad'} things" for i in range(200)]
     expected = direct(f"{servers['cls']}/v2/models/cls/infer",
@@ -128,6 +131,9 @@ def test_two_hundred_concurrent_single_text_requests_are_batched_and_each_gets_i
         own = expected["outputs"][0]["data"][i]  # type: ignore[index]
         assert logits(output["data"]) == pytest.approx(logits([own]), abs=1e-5)
     assert max(r.batch_size for r in results) > 1
+    # Every answered request was acknowledged: once the worker is gone, nothing comes back to the queue.
+    worker.stop()
+    assert channel.queue_declare(INVOKE_QUEUE.name, passive=True).method.message_count == 0
 
 
 def duplicates_seen() -> float:
