@@ -100,6 +100,15 @@ async def instant_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 # ------------------------------------------------------------------------------ processes
 
 
+def arun(coro: Any) -> Any:
+    """Run a coroutine on uvloop when installed, like the worker does."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def free_port() -> int:
     import socket
 
@@ -358,19 +367,19 @@ def main() -> None:
             wait_http(f"{instant_url}/", proc=inst)
             items = texts(args.n)
             endpoint = f"{model_url}/v2/models/cls/infer"
-            asyncio.run(direct_batched(endpoint, items[:256]))  # warm up the model
-            direct_s = asyncio.run(direct_batched(endpoint, items))
+            arun(direct_batched(endpoint, items[:256]))  # warm up the model
+            direct_s = arun(direct_batched(endpoint, items))
             rows.append(("(a) direct client, v2 batches of 32, 2 in flight", args.n, direct_s, ""))
 
             with process([sys.executable, "-m", "workers.invoke"], env=worker_env(url, work)):
                 wait_consumer(url, "modelbus.invoke")
-                piped = asyncio.run(through_broker(url, model_url, "cls", items))
+                piped = arun(through_broker(url, model_url, "cls", items))
                 rows.append(("modelbus pipeline -> MiniLM server", args.n, piped["seconds"],
                              f"mean batch {piped['mean_batch']:.1f}, failed {piped['failed']}"))
-                instant = asyncio.run(through_broker(url, instant_url, "instant", texts(args.instant_n)))
+                instant = arun(through_broker(url, instant_url, "instant", texts(args.instant_n)))
                 rows.append(("modelbus pipeline -> instant endpoint (ceiling)", args.instant_n, instant["seconds"],
                              f"mean batch {instant['mean_batch']:.1f}, failed {instant['failed']}"))
-                lat = asyncio.run(latencies(url, instant_url, "instant", args.latency_n))
+                lat = arun(latencies(url, instant_url, "instant", args.latency_n))
 
             with process([sys.executable, "-m", "celery", "-A", "invoke:naive_app", "worker", "--pool=prefork",
                           "--concurrency=2", f"--queues={NAIVE_QUEUE}", "--loglevel=WARNING", "--without-gossip",

@@ -69,4 +69,9 @@ def run(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(settings, stop=stop)
 
-    asyncio.run(main())
+    try:
+        import uvloop  # the faster event loop, when installed (it is a dependency on Linux)
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

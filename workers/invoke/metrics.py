@@ -29,3 +29,24 @@ RETRIES = Counter("modelbus_invoke_retries_total", "Upstream attempts retried, b
 IN_FLIGHT = Gauge("modelbus_invoke_in_flight_calls", "Upstream calls in progress.")
 PENDING = Gauge("modelbus_invoke_pending_requests", "Requests waiting in the micro-batcher.")
 BREAKER_OPEN = Gauge("modelbus_invoke_circuit_open", "1 while a target's circuit is open.", ["target"])
+
+
+class ProtocolMetrics:
+    """The per-protocol children of the metrics above, looked up once (labels() is not free)."""
+
+    def __init__(self, protocol: str) -> None:
+        self.requests = REQUESTS.labels(protocol)
+        self.batch_size = BATCH_SIZE.labels(protocol)
+        self.latency = LATENCY.labels(protocol)
+        self.upstream = UPSTREAM_LATENCY.labels(protocol)
+        self.completed = RESULTS.labels(protocol, "completed", "")
+
+
+_BY_PROTOCOL: dict[str, ProtocolMetrics] = {}
+
+
+def for_protocol(protocol: str) -> ProtocolMetrics:
+    found = _BY_PROTOCOL.get(protocol)
+    if found is None:
+        found = _BY_PROTOCOL[protocol] = ProtocolMetrics(protocol)
+    return found

@@ -110,7 +110,7 @@ class InvokeService:
             running.messages.append(message)
             return
         data = event.data
-        metrics.REQUESTS.labels(data.protocol.value).inc()
+        metrics.for_protocol(data.protocol.value).requests.inc()
         now = self._clock()
         job = Job(event, [message], now, None)
         self._inflight[request_id] = job
@@ -194,11 +194,11 @@ class InvokeService:
         protocol = first.event.data.protocol
         try:
             metrics.IN_FLIGHT.inc()
-            metrics.BATCH_SIZE.labels(protocol.value).observe(len(jobs))
-            upstream_seconds = metrics.UPSTREAM_LATENCY.labels(protocol.value)
+            per_protocol = metrics.for_protocol(protocol.value)
+            per_protocol.batch_size.observe(len(jobs))
             answers = await execute(
                 protocol, lane=first.target.lane, url=first.url, bodies=[j.event.data.body for j in jobs],
-                deadlines=[j.deadline for j in jobs], upstream=self.upstream, on_attempt=upstream_seconds.observe,
+                deadlines=[j.deadline for j in jobs], upstream=self.upstream, on_attempt=per_protocol.upstream.observe,
             )
         except Exception as exc:  # a bug must not leave requests unanswered: report it per request
             log.exception("batch failed unexpectedly")
@@ -240,8 +240,12 @@ class InvokeService:
             return
         self._remember(request.id)
         self._inflight.pop(request.id, None)
-        metrics.RESULTS.labels(protocol, outcome, reason).inc()
-        metrics.LATENCY.labels(protocol).observe(max(0.0, (datetime.now(UTC) - request.time).total_seconds()))
+        per_protocol = metrics.for_protocol(protocol)
+        if outcome == "completed":
+            per_protocol.completed.inc()
+        else:
+            metrics.RESULTS.labels(protocol, outcome, reason).inc()
+        per_protocol.latency.observe(max(0.0, (datetime.now(UTC) - request.time).total_seconds()))
         for message in job.messages:
             self._settle(message)
 
