@@ -24,7 +24,7 @@ def backoff_delay(attempt: int, *, base_s: float, cap_s: float, rand: Callable[[
         >>> backoff_delay(3, base_s=0.2, cap_s=5.0, rand=lambda: 1.0)
         0.8
     """
-    ceiling = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    ceiling: float = min(cap_s, base_s * float(2 ** max(0, attempt - 1)))
     return ceiling / 2 + rand() * ceiling / 2
 
 
