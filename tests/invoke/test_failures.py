@@ -144,3 +144,21 @@ def test_an_invalid_body_for_the_protocol_is_reported_as_invalid_request(
     failure = failure_of(bus, url=base, protocol="openai.chat", body={"model": "m", "messages": "hi", "x": 1})
     assert failure.reason == "InvalidRequest"
     assert "messages" in failure.message
+
+
+def test_a_service_announced_before_the_worker_started_is_found_in_the_registry(
+    invoke_settings: Settings, start_worker: Callable[..., WorkerHandle], bus: ModelBus,
+    upstream: tuple[str, Calls],
+) -> None:
+    from tests.invoke.upstream_app import ready_event_data
+    from workers.registry import ServiceRecord, ServiceRegistry
+
+    base, calls = upstream
+    ready = ready_event_data("early-bird", base)
+    ServiceRegistry(invoke_settings.state_dir).upsert(ServiceRecord(
+        name="early-bird", backend="local", status="ready", model_name="model", path=ready["path"],
+        task=ready["task"], url=base, endpoints=ready["endpoints"]))
+    start_worker(invoke_settings)
+    answer = bus.invoke("early-bird", json={"instances": ["abcd", "abc"]})
+    assert answer == {"predictions": [1, 0]}
+    assert calls.log == [("v1", 2)]
