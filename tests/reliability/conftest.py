@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pytest
 
 from schemas.events import InvokeRequested
@@ -12,6 +13,7 @@ from schemas.settings import Settings
 from schemas.topology import WORKER_QUEUES
 from tests.conftest import purge
 from tests.invoke.upstream_app import Calls, running_upstream
+from tests.reliability.harness import TEST_CONNECTION_PREFIX
 
 
 def v2_body(text: str) -> dict[str, Any]:
@@ -23,10 +25,21 @@ def invoke_request(base_url: str, text: str, **fields: Any) -> InvokeRequested:
 
 
 @pytest.fixture
-def clean_queues(topology: list[str], channel: Any) -> None:
-    """Every worker queue and dead-letter queue of the session vhost starts empty."""
-    for queue in WORKER_QUEUES.values():
-        purge(channel, queue.name, queue.dead_letter_queue)
+def clean_queues(topology: list[str], broker_url: str) -> None:
+    """Every worker queue and dead-letter queue of the session vhost starts empty.
+
+    Its connection is closed before the test (and named as the test's own), so tests that cut the
+    vhost's connections do not break it.
+    """
+    params = pika.URLParameters(broker_url)
+    params.client_properties = {"connection_name": f"{TEST_CONNECTION_PREFIX}clean-queues"}
+    connection = pika.BlockingConnection(params)
+    try:
+        channel = connection.channel()
+        for queue in WORKER_QUEUES.values():
+            purge(channel, queue.name, queue.dead_letter_queue)
+    finally:
+        connection.close()
 
 
 @pytest.fixture

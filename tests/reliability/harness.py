@@ -227,16 +227,32 @@ def client_connections(vhost: str) -> list[dict[str, Any]]:
             if not str(c.get("client_properties", {}).get("connection_name", "")).startswith(TEST_CONNECTION_PREFIX)]
 
 
-def close_connections(vhost: str, *, reason: str = "closed by a modelbus fault test") -> list[str]:
-    """Force-close every client connection of `vhost` but the test's own; returns their names."""
+def close_connections(vhost: str, *, wait_until: Callable[[list[dict[str, Any]]], bool] | None = None,
+                      timeout: float = 30.0, reason: str = "closed by a modelbus fault test",
+                      ) -> list[dict[str, Any]]:
+    """Force-close every client connection of `vhost` but the test's own.
+
+    The management API lists a new connection only after its next statistics tick (seconds), so
+    `wait_until(listed)` can hold the cut until the connections that matter are visible.
+
+    Returns:
+        the closed connections, as the management API lists them (see `label`).
+    """
+    if wait_until is not None:
+        wait_for(lambda: wait_until(client_connections(vhost)), timeout=timeout, interval=0.25,
+                 what="the connections to cut to be listed by the management API")
     closed = []
     with management() as api:
         for connection in client_connections(vhost):
-            name = connection["name"]
-            reply = api.delete(f"/connections/{quote(name, safe='')}", headers={"X-Reason": reason})
+            reply = api.delete(f"/connections/{quote(connection['name'], safe='')}", headers={"X-Reason": reason})
             if reply.status_code in (204, 404):
-                closed.append(name)
+                closed.append(connection)
     return closed
+
+
+def label(connection: dict[str, Any]) -> str:
+    """A connection's client-given name (`modelbus-invoke`), or its peer address."""
+    return str(connection.get("client_properties", {}).get("connection_name") or connection["name"])
 
 
 def read_all(channel: Any, queue: str) -> list[tuple[pika.BasicProperties, bytes]]:
