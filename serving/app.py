@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving import protocol
 from serving.errors import ModelNotFound, NotImplementedFeature, ServingError
@@ -27,6 +28,38 @@ from serving.service import ModelService
 log = logging.getLogger("serving")
 
 SERVER_NAME = "modelbus-serving"
+
+
+class MetricsMiddleware:
+    """Counts requests by route template and status, and times them until the response is complete.
+
+    A plain ASGI middleware: Starlette's ``BaseHTTPMiddleware`` costs a task and a stream per
+    request, which shows at thousands of small requests per second.
+    """
+
+    def __init__(self, app: ASGIApp, *, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            endpoint = getattr(scope.get("route"), "path", None) or "unmatched"
+            if endpoint != "/metrics":
+                self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
 
 
 def json_response(payload: Any, status_code: int = 200) -> Response:
@@ -58,19 +91,7 @@ def create_app(service: ModelService, *, metrics: ServingMetrics, openai_prefix:
     app = FastAPI(title=SERVER_NAME, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     openai_root = f"{openai_prefix}/v1"
 
-    @app.middleware("http")
-    async def record_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            endpoint = getattr(route, "path", None) or "unmatched"
-            if endpoint != "/metrics":
-                metrics.observe_request(endpoint, status, time.perf_counter() - started)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(ServingError)
     async def serving_error(request: Request, exc: ServingError) -> Response:

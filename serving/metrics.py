@@ -1,7 +1,7 @@
 """Prometheus metrics of the model server, on a registry of its own (served at ``/metrics``).
 
 * ``modelbus_serving_requests_total{endpoint,status}``: requests by route template and status code;
-* ``modelbus_serving_request_duration_seconds{endpoint}``: latency until the response starts;
+* ``modelbus_serving_request_duration_seconds{endpoint}``: latency until the response is complete;
 * ``modelbus_serving_batch_size``: rows per forward pass (above 1 means batching happened);
 * ``modelbus_serving_queue_depth``: requests waiting for a batch;
 * ``modelbus_serving_batch_duration_seconds``: time of one forward pass / ``generate()`` call.
@@ -25,7 +25,7 @@ class ServingMetrics:
             ["endpoint", "status"], registry=self.registry,
         )
         self.latency = Histogram(
-            "modelbus_serving_request_duration_seconds", "Time until the response starts, by endpoint.",
+            "modelbus_serving_request_duration_seconds", "Time until the response is complete, by endpoint.",
             ["endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
         )
         self.batch_size = Histogram(
