@@ -75,6 +75,10 @@ def register_openai_routes(
     async def embeddings(request: Request) -> Response:
         return json_response(await create_embedding(await read_json(request), service=service))
 
+    @app.post(f"{root}/rerank")
+    async def rerank() -> Response:
+        raise NotImplementedFeature("Rerank is not implemented by the huggingface backend")
+
 
 def _check_model(name: str, service: ModelService) -> None:
     if name != service.name:
