@@ -118,7 +118,8 @@ class Collector:
         for name, path in (("output", self.store.output_path(self.batch_id)),
                            ("errors", self.store.errors_path(self.batch_id))):
             self._files[name] = path.open("ab")
-        if not record.state.terminal:
+        # A batch cancelled before it started never had a results queue: nothing to consume then.
+        if not record.state.terminal and await self.broker.depth(record.results_queue) is not None:
             await self.broker.consume(record.results_queue, self._on_message, prefetch=self.chunk * 2)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:

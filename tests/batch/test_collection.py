@@ -185,3 +185,13 @@ def test_an_expired_batch_sends_nothing_that_was_not_sent_yet(
                                               clock=lambda: later))
     assert (status.state, status.expired, status.sent) == (BatchState.expired, 5, 0)
     assert take_requests(channel) == []
+
+
+def test_a_batch_cancelled_before_sending_reports_every_request_cancelled(
+        batch_settings: Settings, channel: Channel, tmp_path: Path) -> None:
+    batch = submit_batch(batch_settings, write_jsonl(tmp_path / "in.jsonl", classifier_lines(5)), service="cls",
+                         send=False)
+    status = batch.cancel()
+    assert (status.state, status.cancelled, status.sent) == (BatchState.cancelled, 5, 0)
+    assert batch.send().sent == 0
+    assert take_requests(channel) == []
