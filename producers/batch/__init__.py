@@ -6,7 +6,7 @@ collection drains into the batch's files, each custom_id exactly once. `Batch` g
 results, cancel and wait; `ModelBus.batch(...)` is the same from the client.
 """
 
-from producers.batch.handle import Batch, list_batches, submit_batch
+from producers.batch.handle import Batch, list_batches, submit_and_wait, submit_batch
 from producers.batch.status import BatchStatus
 from producers.batch.store import BatchRecord, BatchState, BatchStore, UnknownBatch
 from producers.batch.submit import InvalidBatch, parse_window
@@ -25,6 +25,7 @@ __all__ = [
     "list_batches",
     "parse_endpoint",
     "parse_window",
+    "submit_and_wait",
     "submit_batch",
     "validate_file",
     "validate_lines",

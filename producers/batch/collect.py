@@ -214,7 +214,7 @@ def _outcome_of_line(line: dict[str, Any], is_output: bool) -> str:
     if is_output:
         return "completed"
     code = (line.get("error") or {}).get("code")
-    return _WITHDRAWN_BY_CODE.get(code, "failed")
+    return _WITHDRAWN_BY_CODE.get(str(code), "failed")
 
 
 def snapshot(source: Path, length: int, destination: Path) -> None:

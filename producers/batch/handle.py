@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from producers.batch.collect import snapshot
-from producers.batch.runner import OnProgress, drive
+from producers.batch.runner import OnProgress, Until, drive
 from producers.batch.status import BatchStatus
 from producers.batch.store import BatchRecord, BatchStore
 from producers.batch.submit import Target, create_batch
@@ -78,7 +78,7 @@ class Batch:
         `batch_cancelled` line in the error file.
         """
         self.store.cancel(self.id)
-        until = "terminal" if wait else "drained"
+        until: Until = "terminal" if wait else "drained"
         return run_sync(drive(self.settings, self.store, self.id, until=until, send=False, timeout=timeout))
 
     def results(self, output: str | Path, errors: str | Path | None = None, *, wait: bool = False,
@@ -92,7 +92,7 @@ class Batch:
             output: where successful results go.
             errors: where failed, cancelled and expired requests go (default: `<output>.errors.jsonl`).
         """
-        until = "terminal" if wait else "drained"
+        until: Until = "terminal" if wait else "drained"
         status = run_sync(drive(self.settings, self.store, self.id, until=until, send=wait, timeout=timeout))
         output = Path(output)
         errors = Path(errors) if errors is not None else default_errors_path(output)
@@ -157,4 +157,34 @@ def submit_batch(
 
 def list_batches(settings: Settings) -> list[BatchRecord]:
     """Every batch of this state directory, newest first."""
-    return BatchStore(settings.state_dir).list()
+    return BatchStore(settings.state_dir).all()
+
+
+def submit_and_wait(
+    bus: Any,
+    source: str | Path | Iterable[bytes | str],
+    *,
+    output: str | Path,
+    errors: str | Path | None = None,
+    console: Any = None,
+    timeout: float | None = 3600.0,
+    **options: Any,
+) -> BatchStatus:
+    """Submit a batch with a `ModelBus`'s settings, follow it (a live bar on `console`), write its files.
+
+    Args:
+        bus: a `ModelBus` (its settings are used).
+        output / errors: where the output and error JSONL go.
+        console: a rich Console for the progress bar (None: no bar).
+        options: as for `submit_batch` (service=..., endpoint=..., metadata=..., ...).
+
+    Returns:
+        the final status; `str()` of it is a one-line summary.
+    """
+    from producers.batch.progress import live_progress
+
+    settings: Settings = bus.settings
+    batch = submit_batch(settings, source, send=False, **options)
+    with live_progress(console, batch.id, enabled=console is not None) as update:
+        batch.wait(timeout=timeout, on_progress=update)
+    return batch.results(output, errors)

@@ -45,7 +45,7 @@ def request_event(record: BatchRecord, item: Item, *, source: str = SOURCE) -> C
     batch's results queue, with the batch's expiry as its deadline; the batch id is the correlation id."""
     data = InvokeRequested(
         service=record.service,
-        url=record.url,  # type: ignore[arg-type]  # validated to a URL by the model
+        url=record.url,
         protocol=item.protocol,
         model_name=item.model_name,
         body=item.body,

@@ -46,6 +46,12 @@ class BatchStatus:
         """Requests with a result, collected or waiting in the queue."""
         return self.completed + self.failed + self.awaiting_collection
 
+    def __str__(self) -> str:
+        line = f"{self.id} {self.state.value}: {self.completed} completed, {self.failed} failed"
+        if self.cancelled or self.expired:
+            line += f", {self.cancelled} cancelled, {self.expired} expired"
+        return line + f" of {self.total} ({self.rate:.1f} req/s)"
+
     def as_dict(self) -> dict[str, Any]:
         found = asdict(self)
         found["state"] = self.state.value

@@ -251,7 +251,7 @@ class BatchStore:
         db.execute("UPDATE batches SET state = ?, record = ? WHERE id = ?",
                    (record.state.value, record.model_dump_json(), record.id))
 
-    def list(self) -> list[BatchRecord]:
+    def all(self) -> list[BatchRecord]:
         """Every batch, newest first."""
         with self._db() as db:
             rows = db.execute("SELECT record FROM batches ORDER BY created_at DESC").fetchall()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -24,28 +24,10 @@ batch_app = typer.Typer(help="Batch jobs: a JSONL of requests in, output and err
 Timeout = Annotated[float | None, typer.Option(help="Give up waiting after this many seconds (exit 2).")]
 
 
-@contextmanager
-def _progress(enabled: bool, label: str) -> Iterator[Callable[[BatchStatus], None] | None]:
-    """A live progress bar on stderr fed by BatchStatus updates (a no-op when disabled)."""
-    if not enabled:
-        yield None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def _progress(enabled: bool, label: str) -> AbstractContextManager[Callable[[BatchStatus], None] | None]:
+    from producers.batch.progress import live_progress
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("[green]{task.fields[ok]} ok[/] [red]{task.fields[failed]} failed[/] "
-                          "{task.fields[rate]:.1f}/s eta {task.fields[eta]}"), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=False) as progress:
-        task = progress.add_task(label, total=None, ok=0, failed=0, rate=0.0, eta="?")
-
-        def update(status: BatchStatus) -> None:
-            eta = "-" if status.eta_s is None else f"{status.eta_s:.0f}s"
-            progress.update(task, total=status.total,
-                            completed=status.done + status.cancelled + status.expired,
-                            description=f"{label} [{status.state.value}]", ok=status.completed,
-                            failed=status.failed, rate=status.rate, eta=eta)
-
-        yield update
+    return live_progress(err_console, label, enabled=enabled)
 
 
 def _when(epoch: float | None) -> str:
@@ -192,7 +174,7 @@ def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] =
     from producers.batch import BatchStore
 
     store = BatchStore(settings().state_dir)
-    records = store.list()
+    records = store.all()
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
         return

@@ -7,6 +7,7 @@ End to end with the real invoke worker and model servers: test_end_to_end.py.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import threading
 import time
@@ -15,10 +16,12 @@ from typing import Any
 
 import pika
 import pytest
+from rich.console import Console
 
-from producers.batch import BatchState, submit_batch
+from producers.batch import BatchState, submit_and_wait, submit_batch
 from producers.batch.records import request_id, result_line
 from producers.batch.runner import drive
+from producers.client import ModelBus
 from schemas.envelope import CloudEvent, amqp_properties, encode
 from schemas.settings import Settings
 from schemas.topology import INVOKE_QUEUE
@@ -195,3 +198,36 @@ def test_a_batch_cancelled_before_sending_reports_every_request_cancelled(
     assert (status.state, status.cancelled, status.sent) == (BatchState.cancelled, 5, 0)
     assert batch.send().sent == 0
     assert take_requests(channel) == []
+
+
+def test_submit_and_wait_shows_live_progress_and_writes_both_files(
+        batch_settings: Settings, broker_url: str, tmp_path: Path) -> None:
+    # Given something answering the batch's requests as they arrive
+    def answer_all(n: int) -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(broker_url))
+        try:
+            own = connection.channel()
+            done = 0
+            end = time.monotonic() + 30
+            while done < n and time.monotonic() < end:
+                for request in take_requests(own):
+                    answer(own, request, fail=request.data.custom_id == "req-2")
+                    done += 1
+                time.sleep(0.01)
+        finally:
+            connection.close()
+
+    responder = threading.Thread(target=answer_all, args=(12,))
+    responder.start()
+    screen = io.StringIO()
+    # When a batch is submitted and followed with a console
+    with ModelBus(batch_settings) as bus:
+        summary = submit_and_wait(bus, write_jsonl(tmp_path / "in.jsonl", classifier_lines(12)), service="cls",
+                                  output=tmp_path / "out.jsonl", errors=tmp_path / "errors.jsonl",
+                                  console=Console(file=screen, force_terminal=True, width=120), timeout=30)
+    responder.join(timeout=30)
+    # Then the bar showed the counts and the summary and files say the same
+    assert "12/12" in screen.getvalue()
+    assert f"{summary.id} completed: 11 completed, 1 failed of 12" in str(summary)
+    assert len(read_jsonl(tmp_path / "out.jsonl")) == 11
+    assert [line["custom_id"] for line in read_jsonl(tmp_path / "errors.jsonl")] == ["req-2"]
