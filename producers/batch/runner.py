@@ -98,17 +98,25 @@ class _Run:
             await self._retire(record)
         elif step is Step.expire:
             store.withdraw_pending(batch_id)
-            await self.collector.pump(0.0)
+            await self._drain(record)
             self.collector.write_withdrawn(store.uncollected(batch_id), "expired")
             store.transition(batch_id, BatchState.expired, allowed_from=[BatchState.in_progress], now=now)
             await self._retire(record)
         elif step is Step.cancelled:
-            await self.collector.pump(0.0)
+            await self._drain(record)
             self.collector.write_withdrawn(store.uncollected(batch_id), "cancelled")
             store.transition(batch_id, BatchState.cancelled, allowed_from=[BatchState.cancelling], now=now)
             await self._retire(record)
         log.info("batch %s: %s", batch_id, step.value)
         return True
+
+    async def _drain(self, record: BatchRecord, limit_s: float = 10.0) -> None:
+        """Collect the results already in the queue, so none is reported expired or cancelled wrongly."""
+        assert self.collector is not None
+        ends = time.monotonic() + limit_s
+        await self.collector.pump(0.0)
+        while time.monotonic() < ends and (await self.broker.depth(record.results_queue) or 0) > 0:
+            await self.collector.pump(self.settings.batch.poll_interval_s)
 
     async def _retire(self, record: BatchRecord) -> None:
         """Stop consuming the finished batch's results queue, then delete it."""
