@@ -1,9 +1,10 @@
-"""An invoke worker killed with SIGKILL in the middle of 1,000 requests loses none of them.
+"""A worker killed with SIGKILL in the middle of a run loses no request.
 
 Given 1,000 InvokeRequested events on the invoke queue and a worker answering them, when the worker
 is SIGKILLed (no drain, no acks) and started again, then every request gets a result: what the dead
 worker held unacked is redelivered. A result published just before the kill, whose request was not
 acked yet, is published again with the same result id, so consumers can drop the duplicate.
+The deploy worker (Celery, tasks acked late) is held to the same promise.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import pytest
 
 from producers import Publisher
 from schemas.envelope import new_event
-from schemas.events import InvokeCompleted
+from schemas.events import InvokeCompleted, ServiceDeleted, UndeployRequested
 from schemas.topology import INVOKE_QUEUE
 from tests.invoke.upstream_app import label
 from tests.reliability.conftest import invoke_request
 from tests.reliability.harness import WorkerProcess, event_tap, read_all, result_request_ids
 
 REQUESTS = 1000
+DEPLOY_REQUESTS = 300
 
 
 def test_a_worker_killed_mid_run_loses_no_request_and_duplicates_carry_the_same_id(
@@ -81,3 +83,33 @@ def test_a_worker_killed_mid_run_loses_no_request_and_duplicates_carry_the_same_
 def _no_leftover_requests(channel, clean_queues):
     yield
     assert channel.queue_declare(INVOKE_QUEUE.name, passive=True).method.message_count == 0
+
+
+def test_a_deploy_worker_killed_mid_run_handles_every_request_after_a_restart(
+    settings, broker_url, clean_queues, tmp_path, record_property,
+) -> None:
+    # UndeployRequested of services that never existed: cheap, and answered with ServiceDeleted.
+    requests = [new_event(UndeployRequested(service=f"never-{i}")) for i in range(DEPLOY_REQUESTS)]
+    with event_tap(broker_url, bindings=("service.deleted", "deploy.failed")) as outcomes, \
+            WorkerProcess("deploy", settings, tmp_path / "logs", env={"MODELBUS_LOG_LEVEL": "WARNING"}) as worker:
+        worker.start()
+        with Publisher(settings.broker) as publisher:
+            for request in requests:
+                publisher.publish(request)
+        outcomes.wait(lambda tap: len(tap.messages) >= DEPLOY_REQUESTS // 5, timeout=60, what="the first outcomes")
+        worker.kill()  # tasks taken but not acked, events dispatched but not acked: all redelivered
+        handled_before_kill = len(outcomes.messages)
+        worker.start()
+        wanted = {r.id for r in requests}
+        outcomes.wait(lambda tap: wanted <= {e.causationid for e in tap.events()}, timeout=90,
+                      what="an outcome for every request")
+    by_request: dict[str | None, set[str]] = {}
+    for event in outcomes.events():
+        assert isinstance(event.data, ServiceDeleted)
+        by_request.setdefault(event.causationid, set()).add(event.id)
+    assert all(len(ids) == 1 for ids in by_request.values()), "a request was answered under two ids"
+    repeats = len(outcomes.events()) - len(by_request)
+    print(f"\n{DEPLOY_REQUESTS} deploy-queue requests: {handled_before_kill} handled before SIGKILL, "
+          f"all handled after the restart, {repeats} repeated outcome(s) (same id)")
+    record_property("duplicate_outcomes", repeats)
+    assert handled_before_kill < DEPLOY_REQUESTS, "the worker was killed after it had finished: no fault was injected"
