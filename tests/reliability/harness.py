@@ -50,7 +50,9 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str, interv
 
 def consumers(settings: Settings, queue: str) -> int:
     """Consumers of `queue` now (0 when it does not exist yet)."""
-    connection = pika.BlockingConnection(pika_parameters(settings.broker))
+    params = pika_parameters(settings.broker)
+    params.client_properties = {"connection_name": f"{TEST_CONNECTION_PREFIX}probe"}
+    connection = pika.BlockingConnection(params)
     try:
         return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
     except pe.ChannelClosedByBroker:
