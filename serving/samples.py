@@ -1,6 +1,6 @@
-"""Tiny models built at test time: random weights, real tokenizers, saved like ``save_pretrained``.
+"""Offline sample models: random weights, real tokenizers, saved like ``save_pretrained``.
 
-Every area's tests can serve, deploy, invoke or fine-tune these without a network:
+The demo and every area's tests serve, deploy, invoke or fine-tune these without a network:
 
 * ``build_tiny_classifier`` / ``build_tiny_token_classifier`` / ``build_tiny_fill_mask``: BERT-style
   encoders with the real WordPiece tokenizer of all-MiniLM-L6-v2;

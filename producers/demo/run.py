@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from producers.client import ModelBus, RequestFailed
 from producers.demo.data import sentiment_rows, write_sentiment_csv
@@ -34,6 +36,7 @@ from schemas.events import (
     Event,
     InvokeRequested,
     Request,
+    TrainProgress,
     TrainRequested,
     UndeployRequested,
 )
@@ -54,23 +57,28 @@ class Demo:
         self.bus = ModelBus(settings, source="/modelbus/demo")
         self.services: list[str] = []
         self.results: dict[str, CloudEvent[Any]] = {}
+        self.batch_status: Any = None
+        self.held_out_right: tuple[int, int] = (0, 0)
 
     # -- plumbing ---------------------------------------------------------------------------------
     def exchange(self, data: Request, *, timeout: float, label: str,
-                 on_event: Callable[[CloudEvent[Any]], None] | None = None) -> CloudEvent[Any]:
-        """Publish a request, show it, wait for its outcome with a spinner, show the outcome."""
+                 on_event: Callable[[CloudEvent[Any]], None] | None = None,
+                 progress: Progress | None = None) -> CloudEvent[Any]:
+        """Publish a request, show it, wait for its outcome (spinner or `progress`), show the outcome."""
         sent = self.bus.send(data)
-        self.console.print(f"  [cyan]→ {type(data).__name__}[/] {_brief(data)}  [dim]id={sent.id[:8]}[/]")
+        self.console.print(f"  [cyan]→ {type(data).__name__}[/] {escape(_brief(data))}  [dim]id={sent.id[:8]}[/]")
         started = time.monotonic()
+        live = progress or self.console.status(f"  waiting for the outcome of {label}…", spinner="dots")
         try:
-            with self.console.status(f"  waiting for the outcome of {label}…", spinner="dots"):
+            with live:
                 outcome = self.bus.wait(sent, timeout=timeout, on_event=on_event)
         except RequestFailed as exc:
-            self.console.print(f"  [red]← {type(exc.event.data).__name__}[/] {exc.reason}: {exc.event.data.message}")
+            failure = exc.event.data
+            self.console.print(f"  [red]← {type(failure).__name__}[/] {exc.reason}: {escape(failure.message)}")
             raise
         took = time.monotonic() - started
         self.console.print(
-            f"  [green]← {type(outcome.data).__name__}[/] {_brief(outcome.data)}  "
+            f"  [green]← {type(outcome.data).__name__}[/] {escape(_brief(outcome.data))}  "
             f"[dim]causationid={outcome.causationid[:8] if outcome.causationid else '-'} {took:.1f}s[/]"
         )
         self.results[label] = outcome
@@ -100,12 +108,25 @@ class Demo:
             task="sequence_classification",
             dataset={"uri": csv_path.resolve().as_uri(), "eval_fraction": 0.25},
             labels=LABELS,
-            hyperparameters={"epochs": 4, "learning_rate": 1e-4, "batch_size": 16, "max_length": 32},
+            hyperparameters={"epochs": 2, "learning_rate": 1e-4, "batch_size": 16, "max_length": 32},
         )
-        return self.exchange(data, timeout=900, label="train sentiment-ft", on_event=self._progress)
+        bar = Progress(TextColumn("  fine-tuning"), BarColumn(), MofNCompleteColumn(),
+                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=self.console)
+        task = bar.add_task("train", total=None, info="waiting for the job to start")
 
-    def _progress(self, event: CloudEvent[Any]) -> None:
-        self.console.print(f"  [dim]· {type(event.data).__name__} {_brief(event.data)}[/]")
+        def on_event(event: CloudEvent[Any]) -> None:
+            # TrainProgress events caused by the request, as the job reports them
+            report = event.data
+            if not isinstance(report, TrainProgress):
+                return
+            epoch = f"epoch {report.epoch:.2f}" if report.epoch is not None else ""
+            if report.metrics:
+                shown = ", ".join(f"{k}={v:.3f}" for k, v in sorted(report.metrics.items()))
+                bar.console.print(f"  [dim]· TrainProgress {epoch}: {shown}[/]")
+            loss = f" loss {report.loss:.3f}" if report.loss is not None else ""
+            bar.update(task, completed=report.step or 0, total=report.max_steps, info=epoch + loss)
+
+        return self.exchange(data, timeout=900, label="train sentiment-ft", on_event=on_event, progress=bar)
 
     def undeploy_all(self) -> None:
         for service in reversed(self.services):
@@ -121,13 +142,13 @@ def _brief(data: Event) -> str:
     for key in ("body", "details", "log_tail"):
         if key in shown:
             shown[key] = "…"
-    text = json.dumps(shown)
+    text = json.dumps(shown, ensure_ascii=False)
     return text if len(text) < 220 else text[:217] + "…"
 
 
 def run_demo(settings: Settings | None = None, *, console: Console | None = None,
-             workdir: Path | None = None, keep: bool = False) -> dict[str, CloudEvent[Any]]:
-    """Run the whole demo; returns the outcome event of every step (the demo test checks them).
+             workdir: Path | None = None, keep: bool = False) -> Demo:
+    """Run the whole demo; returns it, with the outcome event of every step (the demo test checks them).
 
     Raises:
         RequestFailed / ReplyTimeout / RuntimeError: a step failed; services are still undeployed.
@@ -175,6 +196,7 @@ def run_demo(settings: Settings | None = None, *, console: Console | None = None
             {"name": "input-0", "shape": [len(held_out)], "datatype": "BYTES", "data": [t for t, _ in held_out]}]})
         predicted = [LABELS[int(i)] for i in response["outputs"][0]["data"]]
         right = sum(p == label for p, (_, label) in zip(predicted, held_out, strict=True))
+        demo.held_out_right = (right, len(held_out))
         console.print(f"  held-out examples classified right: [bold]{right}/{len(held_out)}[/]")
 
         demo.step("5. A batch job over the fine-tuned model")
@@ -189,7 +211,7 @@ def run_demo(settings: Settings | None = None, *, console: Console | None = None
         workers.__exit__(None, None, None)
         demo.bus.close()
     console.print(Panel.fit("[green]demo complete[/]: every request got its outcome event", title="modelbus"))
-    return demo.results
+    return demo
 
 
 def run_batch_step(demo: Demo, rows: list[tuple[str, str]]) -> None:
@@ -205,7 +227,8 @@ def run_batch_step(demo: Demo, rows: list[tuple[str, str]]) -> None:
     summary = submit_and_wait(demo.bus, path, service="sentiment-ft", console=demo.console,
                               output=demo.workdir / "batch" / "output.jsonl",
                               errors=demo.workdir / "batch" / "errors.jsonl")
-    demo.console.print(f"  batch {summary}")
+    demo.batch_status = summary
+    demo.console.print(f"  batch {escape(str(summary))}")
 
 
 def show_status(settings: Settings, console: Console) -> None:
