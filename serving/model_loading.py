@@ -46,8 +46,8 @@ def quiet_transformers() -> None:
     """Progress bars and advisory warnings from transformers would clutter the server log."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 
 
 def load_config(path: Path, config: ServerConfig) -> Any:
