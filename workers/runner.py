@@ -13,6 +13,7 @@ deadline, calls the handler, and maps what the handler raised:
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from typing import Any
 import pika
 from celery import Celery, Task
 
-from schemas.envelope import CloudEvent, amqp_properties, decode, derived_id
+from schemas.envelope import CloudEvent, amqp_properties, decode, derived_id, encode
 from schemas.events import Event
 from schemas.settings import Settings
 from schemas.topology import DEAD_LETTER_EXCHANGE, WorkerQueue, dead_letter_headers
@@ -132,3 +133,27 @@ def _is_celery_control(exc: BaseException) -> bool:
     from celery.exceptions import Retry, SoftTimeLimitExceeded
 
     return isinstance(exc, Retry | SoftTimeLimitExceeded)
+
+
+FollowUp = Callable[[CloudEvent[Any], float], None]
+
+
+def follow_up_scheduler(app: Celery, queue: WorkerQueue, routing_key: str) -> FollowUp:
+    """A function that schedules the task `modelbus.<routing_key>` for an event after `countdown` seconds.
+
+    Long waits (a pod becoming Ready, a training Job) are followed in short windows by such delayed
+    tasks, so no worker slot is held for minutes. Native delayed delivery counts whole seconds and
+    rejects a countdown below one, hence the rounding up.
+    """
+
+    def follow_up(event: CloudEvent[Any], countdown: float) -> None:
+        app.send_task(
+            f"modelbus.{routing_key}",
+            args=[encode(event).decode()],
+            countdown=max(1, math.ceil(countdown)),
+            queue=queue.task_queue,
+            routing_key=queue.task_queue,
+            exchange=app.conf.modelbus_task_exchange,
+        )
+
+    return follow_up

@@ -9,14 +9,11 @@ Three tasks, all thin shims made by `workers.runner.event_task` (decode, deadlin
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any
 
 from celery import Celery
 
-from schemas.envelope import CloudEvent, encode
-from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.topology import DEPLOY_QUEUE
 from workers.backends.base import ServiceBackend
@@ -25,7 +22,7 @@ from workers.emit import Emitter
 from workers.models_registry import ModelRegistry
 from workers.profiles import load_profiles
 from workers.registry import ServiceRegistry
-from workers.runner import event_task
+from workers.runner import event_task, follow_up_scheduler
 
 FOLLOW_ROUTING_KEY = "deploy.follow"
 
@@ -56,16 +53,7 @@ def register(app: Celery, *, settings: Settings, emitter: Emitter, backend: Serv
     profiles = load_profiles(settings.profiles_file)
     models = ModelRegistry.from_settings(settings)
 
-    def follow_up(event: CloudEvent[DeployRequested], countdown: float) -> None:
-        # Native delayed delivery counts whole seconds (and rejects a countdown below one).
-        app.send_task(
-            f"modelbus.{FOLLOW_ROUTING_KEY}",
-            args=[encode(event).decode()],
-            countdown=max(1, math.ceil(countdown)),
-            queue=DEPLOY_QUEUE.task_queue,
-            routing_key=DEPLOY_QUEUE.task_queue,
-            exchange=app.conf.modelbus_task_exchange,
-        )
+    follow_up = follow_up_scheduler(app, DEPLOY_QUEUE, FOLLOW_ROUTING_KEY)
 
     common: dict[str, Any] = {"backend": backend, "registry": registry, "emitter": emitter}
     tasks = (

@@ -13,8 +13,6 @@ from typing import Any
 
 from celery import Celery
 
-from schemas.envelope import CloudEvent, encode
-from schemas.events import TrainRequested
 from schemas.settings import Settings
 from schemas.topology import TRAIN_QUEUE
 from workers.artifacts import ArtifactStore
@@ -22,7 +20,7 @@ from workers.backends.jobs import JobBackend
 from workers.emit import Emitter
 from workers.models_registry import ModelRegistry
 from workers.profiles import load_profiles
-from workers.runner import event_task
+from workers.runner import event_task, follow_up_scheduler
 from workers.train.handlers import handle_follow, handle_train, train_failure
 
 FOLLOW_ROUTING_KEY = "train.follow"
@@ -52,15 +50,7 @@ def register(app: Celery, *, settings: Settings, emitter: Emitter, backend: JobB
     backend = backend or make_backend(settings)
     profiles = load_profiles(settings.profiles_file)
 
-    def follow_up(event: CloudEvent[TrainRequested], countdown: float) -> None:
-        app.send_task(
-            f"modelbus.{FOLLOW_ROUTING_KEY}",
-            args=[encode(event).decode()],
-            countdown=countdown,
-            queue=TRAIN_QUEUE.task_queue,
-            routing_key=TRAIN_QUEUE.task_queue,
-            exchange=app.conf.modelbus_task_exchange,
-        )
+    follow_up = follow_up_scheduler(app, TRAIN_QUEUE, FOLLOW_ROUTING_KEY)
 
     common: dict[str, Any] = {
         "backend": backend, "registry": ModelRegistry.from_settings(settings),
