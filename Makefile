@@ -9,7 +9,7 @@ demo: setup
 
 lint:
 	.venv/bin/ruff check .
-	.venv/bin/mypy schemas
+	.venv/bin/mypy schemas workers
 
 test: setup lint test-only
 

@@ -195,7 +195,7 @@ class ModelBus:
             RequestFailed: with the DeployFailed reason (e.g. `UnknownProfile`).
             ReplyTimeout: nothing came back in time.
         """
-        data = DeployRequested(service=service, path=path, **fields)  # type: ignore[arg-type]
+        data = DeployRequested(service=service, path=path, **fields)
         if not wait:
             return self.send(data)
         ready = self.request(data, timeout=timeout)

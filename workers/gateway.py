@@ -54,7 +54,7 @@ class SeenIds:
             self._ids.popitem(last=False)
 
 
-class EventGateway(bootsteps.ConsumerStep):
+class EventGateway(bootsteps.ConsumerStep):  # type: ignore[misc]  # celery is untyped
     """Consumes the worker queues named in `app.conf.modelbus_queues` (see `workers.app`)."""
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:

@@ -159,7 +159,7 @@ async def asyncio_component(name: str, *, connected: Callable[[], bool], interva
 # --------------------------------------------------------------------------------------------- Celery
 
 
-class CeleryHealth(bootsteps.StartStopStep):
+class CeleryHealth(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
     """Consumer bootstep: ready while the consumer is connected and consuming, beating from its loop.
 
     Celery restarts the consumer blueprint on a lost connection (stop, reconnect, start), which

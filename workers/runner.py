@@ -65,7 +65,7 @@ def event_task(
         failure: builds the `*Failed` event data from the event and the error.
     """
 
-    @app.task(
+    @app.task(  # type: ignore[untyped-decorator]  # celery is untyped
         name=f"modelbus.{routing_key}",
         shared=False,  # each app (one per worker process, or per test) gets its own handler
         bind=True,

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from producers.cli import common
+from schemas.settings import Settings
 
 
 def demo(
@@ -18,11 +19,12 @@ def demo(
     """Deploy, invoke, fine-tune, redeploy from the artefact store, run a batch, show status, clean up."""
     from producers.demo import run_demo
 
-    cfg = common.settings()
+    configured = common.settings()
+    cfg: Settings | None = configured
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
-        cfg = cfg.model_copy(update={"state_dir": workdir / "state"})
-    elif cfg.state_dir == type(cfg)().state_dir:
+        cfg = configured.model_copy(update={"state_dir": workdir / "state"})
+    elif configured.state_dir == Settings().state_dir:
         cfg = None  # the demo makes its own scratch state directory
     with common.user_errors():
         try:
