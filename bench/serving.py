@@ -6,7 +6,7 @@ twice by ``python -m serving``: with ``--max_batch_size 32`` and with ``--max_ba
 single-text v2 requests in a closed loop, and a single client sends them one after another.
 A last row shows a client that sends v2 batches of 32 texts itself, for reference.
 
-    python bench/serving.py [--requests 640] [--rounds 3] [--concurrency 64] [--max_batch_wait_ms 5]
+    python bench/serving.py [--requests 640] [--rounds 3] [--concurrency 64] [--max_batch_wait_ms 0]
 
 Prints a table (requests/s, texts/s, p50/p99 latency) and the on/off ratio at 64 clients.
 """
@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating on/off rounds; the median is shown")
     parser.add_argument("--max_batch_size", type=int, default=32)
-    parser.add_argument("--max_batch_wait_ms", type=float, default=5.0)
+    parser.add_argument("--max_batch_wait_ms", type=float, default=0.0)
     args = parser.parse_args()
 
     runs: dict[str, list[Result]] = {}

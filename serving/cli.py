@@ -101,8 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("--host", default="0.0.0.0", help="interface to bind (default: all)")
     flag("--max_batch_size", type=_positive_int, default=32,
          help="most rows per batched forward pass; 1 turns batching off (default: 32)")
-    flag("--max_batch_wait_ms", type=_non_negative_float, default=5.0,
-         help="how long the oldest waiting request may wait for a batch to fill (default: 5)")
+    flag("--max_batch_wait_ms", type=_non_negative_float, default=0.0,
+         help="how long the oldest waiting request may wait for a batch to fill; with 0, requests that "
+              "queue while a batch runs form the next one (default: 0)")
     flag("--torch_threads", type=_positive_int, help="torch intra-op threads (default: available CPUs)")
     flag("--log_level", default="info", choices=["debug", "info", "warning", "error"])
     for ignored in _IGNORED_FLAGS:

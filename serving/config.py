@@ -77,7 +77,7 @@ class ServerConfig:
     host: str = "0.0.0.0"
     http_port: int = 8080
     max_batch_size: int = 32
-    max_batch_wait_ms: float = 5.0
+    max_batch_wait_ms: float = 0.0
     torch_threads: int | None = None
     openai_route_prefix: str = "/openai"
     allow_long_max_model_len: bool = False

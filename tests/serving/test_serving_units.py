@@ -32,7 +32,7 @@ def test_kserve_defaults_and_aliases() -> None:
     config = parse("--model-name", "sst2", "--max_length", "256", "--task", "Sequence_Classification")
     assert (config.model_name, config.max_model_len, config.task) == ("sst2", 256, Task.sequence_classification)
     assert (config.http_port, config.model_dir, config.backend, config.dtype) == (8080, "/mnt/models", "auto", "auto")
-    assert (config.max_batch_size, config.max_batch_wait_ms) == (32, 5.0)
+    assert (config.max_batch_size, config.max_batch_wait_ms) == (32, 0.0)
     assert config.source == "/mnt/models"
     assert parse("--model_id", "org/name").source == "org/name"
 
