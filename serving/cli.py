@@ -15,7 +15,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from serving.config import DEFAULT_MODEL_DIR, ServerConfig, StorageOptions, openai_prefix_from_env
+from serving.config import (
+    DEFAULT_MODEL_DIR,
+    ServerConfig,
+    StorageOptions,
+    allow_long_max_model_len,
+    openai_prefix_from_env,
+)
 from serving.errors import ModelLoadError
 from serving.tasks import parse_task
 
@@ -138,7 +144,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
         max_batch_wait_ms=args.max_batch_wait_ms,
         torch_threads=args.torch_threads,
         openai_route_prefix=openai_prefix_from_env(environ),
-        allow_long_max_model_len=environ.get("ALLOW_LONG_MAX_MODEL_LEN") == "1",
+        allow_long_max_model_len=allow_long_max_model_len(environ),
         log_level=args.log_level,
         storage=StorageOptions.from_env(),
     )

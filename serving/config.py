@@ -1,7 +1,8 @@
 """The server's settings: command-line flags plus the few environment variables it honours.
 
-This is the only module of ``serving`` that reads the environment, so what the server depends
-on is visible in one place. The flag names are KServe huggingfaceserver's (see ``cli.py``).
+Every environment variable the server honours is named here (modelbus settings for storage, plus
+KServe's ``HF_TOKEN`` and ``KSERVE_OPENAI_ROUTE_PREFIX``; ``cli.py`` hands ``os.environ`` in), so what the
+server depends on is visible in one place. The flag names are KServe huggingfaceserver's (see ``cli.py``).
 """
 
 from __future__ import annotations
@@ -96,3 +97,8 @@ def openai_prefix_from_env(environ: Mapping[str, str]) -> str:
     if prefix and not prefix.startswith("/"):
         prefix = "/" + prefix
     return prefix
+
+
+def allow_long_max_model_len(environ: Mapping[str, str]) -> bool:
+    """``ALLOW_LONG_MAX_MODEL_LEN=1`` lets ``--max_model_len`` exceed the config's limit, as in KServe."""
+    return environ.get("ALLOW_LONG_MAX_MODEL_LEN") == "1"
