@@ -90,7 +90,9 @@ class ServingSettings(BaseModel):
         default=10.0, description="Grace period between SIGTERM and SIGKILL when stopping a local server, seconds."
     )
     max_batch_size: int = Field(default=32, description="Server-side dynamic batch size.")
-    max_batch_wait_ms: float = Field(default=5.0, description="Server-side batch window, milliseconds.")
+    max_batch_wait_ms: float = Field(
+        default=0.0, description="Server-side batch window, milliseconds (0: batch what is queued, never wait)."
+    )
 
 
 class InvokeSettings(BaseModel):
