@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from schemas.settings import Settings
 from schemas.types import ModelURI, URIScheme
 from workers.errors import PermanentError
+from workers.sqlite_db import connect
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -114,15 +114,8 @@ class ModelRegistry:
     def from_settings(cls, settings: Settings) -> ModelRegistry:
         return cls(settings.state_dir / "models.sqlite3")
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=30000")
-            yield db
-        finally:
-            db.close()
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connect(self.path)
 
     def record(self, version: ModelVersion) -> ModelVersion:
         """Record a version; recording the same (project, name, version) again returns the first record.

@@ -14,11 +14,9 @@ under the same variable name; their values go to the server's environment only, 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.types import ModelURI, SecretRef, URIScheme
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
+from workers.backends.processes import Children, file_lock, read_secret, stop_group, write_json_atomic
 from workers.errors import PermanentError
 from workers.manifests.server_args import runtime_args
 from workers.observability import get_logger, redact
@@ -98,7 +97,7 @@ class LocalBackend:
         self.root.mkdir(parents=True, exist_ok=True)
         self.secrets_dir = Path(settings.state_dir) / "secrets"
         self._environ = os.environ if environ is None else environ
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children = Children()
         timeout = settings.serving.start_timeout_s
         self.follow_policy = FollowPolicy(timeout_s=timeout, window_s=min(30.0, timeout), recheck_delay_s=0.5)
 
@@ -116,39 +115,18 @@ class LocalBackend:
             return None
 
     def _write(self, record: ServerRecord) -> None:
-        path = self._record_path(record.service)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        tmp.replace(path)
+        write_json_atomic(self._record_path(record.service), asdict(record))
 
     @contextlib.contextmanager
     def _locked(self, service: str) -> Iterator[None]:
         """One apply/delete per service at a time, across threads and worker processes."""
-        with (self.root / f"{service}.lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.root / f"{service}.lock"):
+            yield
 
     def alive(self, record: ServerRecord) -> bool:
         """Whether the recorded process still runs (and is ours: a recycled pid does not count)."""
-        child = self._children.get(record.pid)
-        if child is not None:
-            return child.poll() is None
-        try:
-            os.kill(record.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        proc = Path(f"/proc/{record.pid}")
-        if not proc.exists():
-            return True  # no procfs to double-check with
-        try:
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            return False
-        return state != "Z" and f"--http_port={record.port}".encode() in cmdline and b"serving" in cmdline
+        port_flag = f"--http_port={record.port}".encode()
+        return self._children.alive(record.pid, lambda cmdline: port_flag in cmdline and b"serving" in cmdline)
 
     # -- apply ----------------------------------------------------------------------------------------
     def _argv(self, request: DeployRequested, profile: Profile, model: ModelURI) -> list[str]:
@@ -162,16 +140,7 @@ class LocalBackend:
         return [*args, *model_location_args(model)]
 
     def _secret(self, ref: SecretRef) -> str:
-        path = self.secrets_dir / ref.secret / ref.key
-        with contextlib.suppress(OSError):
-            return path.read_text().rstrip("\n")
-        value = self._environ.get(ref.env)
-        if value is None:
-            raise PermanentError(
-                f"secret {ref.secret}/{ref.key} (for {ref.env}) is neither in {path} nor in the worker's environment",
-                reason="SecretNotFound", details={"secret": ref.secret, "key": ref.key, "env": ref.env},
-            )
-        return value
+        return read_secret(ref, secrets_dir=self.secrets_dir, environ=self._environ)
 
     def _env(self, request: DeployRequested) -> tuple[dict[str, str], str]:
         """The server's environment, and a fingerprint of it that contains no secret value."""
@@ -211,7 +180,7 @@ class LocalBackend:
                     command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                     start_new_session=True,  # outlives a worker restart; stopped as a group
                 )
-            self._children[process.pid] = process
+            self._children.add(process)
             self._write(ServerRecord(service=request.service, pid=process.pid, host=host, port=port,
                                      fingerprint=fingerprint, event_id=event.id, started_at=time.time(),
                                      log=str(log_path)))
@@ -266,25 +235,12 @@ class LocalBackend:
     def _stop(self, record: ServerRecord) -> None:
         """SIGTERM the server's process group, then SIGKILL what is left after the grace period."""
         if not self.alive(record):
-            self._reap(record.pid)
+            self._children.reap(record.pid)
             return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGTERM)
-        end = time.monotonic() + self.settings.serving.stop_timeout_s
-        while time.monotonic() < end and self.alive(record):
-            time.sleep(0.05)
-        if self.alive(record):
-            log.warning("%s did not stop in time; killing it", record.service)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGKILL)
-        self._reap(record.pid)
+        stop_group(record.pid, grace_s=self.settings.serving.stop_timeout_s, alive=lambda: self.alive(record),
+                   on_kill=lambda: log.warning("%s did not stop in time; killing it", record.service))
+        self._children.reap(record.pid)
         log.info("stopped %s (pid %d)", record.service, record.pid)
-
-    def _reap(self, pid: int) -> None:
-        child = self._children.pop(pid, None)
-        if child is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(timeout=5)
 
     def running(self) -> list[ServerRecord]:
         """The recorded servers whose process still runs."""

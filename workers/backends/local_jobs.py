@@ -14,11 +14,9 @@ the job's environment only, never to a log.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +29,7 @@ from schemas.types import SecretRef
 from training.protocol import Progress, parse_line
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.backends.jobs import OnProgress, TrainJob, outcome_from_log
-from workers.errors import PermanentError
+from workers.backends.processes import Children, file_lock, read_secret, stop_group, write_json_atomic
 from workers.observability import get_logger, redact
 
 log = get_logger(__name__)
@@ -72,7 +70,7 @@ class LocalJobs:
         self.root.mkdir(parents=True, exist_ok=True)
         self.secrets_dir = Path(settings.state_dir) / "secrets"
         self._environ = os.environ if environ is None else environ
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children = Children()
         train = settings.train
         self.follow_policy = FollowPolicy(train.timeout_s, train.watch_window_s, train.recheck_delay_s)
 
@@ -90,53 +88,23 @@ class LocalJobs:
             return None
 
     def _write(self, record: RunRecord) -> None:
-        path = self.run_dir(record.run_id) / "record.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(record)))
-        tmp.replace(path)
+        write_json_atomic(self.run_dir(record.run_id) / "record.json", asdict(record))
 
     @contextlib.contextmanager
     def _locked(self, run_id: str) -> Iterator[None]:
         """One submit/follow/cancel per run at a time, across threads and worker processes."""
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
-        with (self.run_dir(run_id) / "lock").open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with file_lock(self.run_dir(run_id) / "lock"):
+            yield
 
     def alive(self, record: RunRecord) -> bool:
         """Whether the recorded process still runs (and is ours: a recycled pid does not count)."""
-        child = self._children.get(record.pid)
-        if child is not None:
-            return child.poll() is None
-        try:
-            os.kill(record.pid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        proc = Path(f"/proc/{record.pid}")
-        if not proc.exists():
-            return True  # no procfs to double-check with
-        try:
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = (proc / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            return False
-        return state != "Z" and b"training" in cmdline and record.run_id.encode() in cmdline
+        run_id = record.run_id.encode()
+        return self._children.alive(record.pid, lambda cmdline: b"training" in cmdline and run_id in cmdline)
 
     # -- submit ---------------------------------------------------------------------------------------
     def _secret(self, ref: SecretRef) -> str:
-        path = self.secrets_dir / ref.secret / ref.key
-        with contextlib.suppress(OSError):
-            return path.read_text().rstrip("\n")
-        value = self._environ.get(ref.env)
-        if value is None:
-            raise PermanentError(
-                f"secret {ref.secret}/{ref.key} (for {ref.env}) is neither in {path} nor in the worker's environment",
-                reason="SecretNotFound", details={"secret": ref.secret, "key": ref.key, "env": ref.env},
-            )
-        return value
+        return read_secret(ref, secrets_dir=self.secrets_dir, environ=self._environ)
 
     def _env(self, job: TrainJob) -> dict[str, str]:
         request = job.event.data
@@ -165,7 +133,7 @@ class LocalJobs:
                     stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                     start_new_session=True,  # outlives a worker restart; stopped as a group
                 )
-            self._children[process.pid] = process
+            self._children.add(process)
             self._write(RunRecord(run_id=job.run_id, pid=process.pid, event_id=job.event.id, started_at=time.time(),
                                   timeout_s=job.timeout_s, log=str(log_path)))
             log.info("started training run %s (pid %d)", job.run_id, process.pid)
@@ -213,7 +181,7 @@ class LocalJobs:
         return record
 
     def _ended(self, record: RunRecord) -> Observation:
-        child = self._children.pop(record.pid, None)
+        child = self._children.pop(record.pid)
         code = child.wait() if child is not None else None
         shutil.rmtree(self.run_dir(record.run_id) / "work", ignore_errors=True)
         tail = self.log_tail(record)
@@ -251,14 +219,7 @@ class LocalJobs:
 
     def _stop(self, record: RunRecord) -> None:
         """SIGTERM the job's process group, then SIGKILL what is left after the grace period."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(record.pid, signal.SIGTERM)
-        end = time.monotonic() + self.settings.serving.stop_timeout_s
-        while time.monotonic() < end and self.alive(record):
-            time.sleep(0.05)
-        if self.alive(record):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(record.pid, signal.SIGKILL)
+        stop_group(record.pid, grace_s=self.settings.serving.stop_timeout_s, alive=lambda: self.alive(record))
 
     def running(self) -> list[RunRecord]:
         records = (self.read(p.name) for p in sorted(self.root.iterdir()) if p.is_dir())
