@@ -1,7 +1,7 @@
 """The Kubernetes job backend: each training job is a `batch/v1` Job (plus its spec ConfigMap).
 
 The only module that talks to the Kubernetes API for training. Errors are mapped as for serving
-(`workers.backends.kserve.mapped_errors`): 401/403/400/422/404 are permanent, 409/429/5xx and an
+(`workers.backends.k8s_errors.mapped_errors`): 401/403/400/422/404 are permanent, 409/429/5xx and an
 unreachable API are retried.
 
 * submit: the ConfigMap, then the Job (`workers.manifests.job`), then the ConfigMap is handed to the
@@ -20,10 +20,8 @@ The job writes its model straight to the store, so the store must be one the clu
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import urllib3
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -31,7 +29,8 @@ from schemas.settings import Settings
 from training.protocol import Progress, parse_line
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.backends.jobs import OnProgress, TrainJob, outcome_from_log
-from workers.backends.kserve import api_client_from_settings, api_error, mapped_errors
+from workers.backends.k8s_errors import follow_watch, mapped_errors
+from workers.backends.kserve import api_client_from_settings
 from workers.errors import PermanentError, RetryableError
 from workers.manifests.inferenceservice import EVENT_ID_LABEL, MANAGED_BY, label_value
 from workers.manifests.job import CONTAINER, build_config_map, build_job
@@ -39,7 +38,6 @@ from workers.observability import get_logger, redact
 
 log = get_logger(__name__)
 
-_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
 _SUCCEEDED = ("Complete", "SuccessCriteriaMet")
 _FAILED = ("Failed", "FailureTarget")
@@ -170,23 +168,10 @@ class KubernetesJobs:
 
     def follow(self, run_id: str, window_s: float, on_progress: OnProgress) -> Observation:
         """Watch the Job until it ends or `window_s` passes; attach the pod log tail to a failure."""
-        end = time.monotonic() + window_s
-        observation, version = self.observe(run_id)
-        while not observation.final and (remaining := end - time.monotonic()) > 0.05:
-            try:
-                observation, version = self._watch(run_id, version, remaining, observation)
-            except ApiException as exc:
-                if exc.status == 410:
-                    observation, version = self.observe(run_id)
-                    continue
-                if exc.status in (401, 403, 404):
-                    raise api_error(exc, f"watch Job {run_id}") from exc
-                log.warning("watch of Job %s failed (HTTP %s); reconnecting", run_id, exc.status)
-                time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-            except _UNREACHABLE as exc:
-                if time.monotonic() < end - 0.05:  # a read timeout at the window's end is the normal case
-                    log.info("watch of Job %s interrupted (%s); reconnecting", run_id, type(exc).__name__)
-                    time.sleep(min(0.5, max(0.0, end - time.monotonic())))
+        observation = follow_watch(
+            f"Job {run_id}", window_s, observe=lambda: self.observe(run_id),
+            watch_once=lambda version, remaining, last: self._watch(run_id, version, remaining, last),
+        )
         if observation.state == "failed":
             return self._with_logs(run_id, observation)
         if observation.state == "pending":

@@ -1,8 +1,8 @@
 """The `kserve` backend: InferenceServices through the official `kubernetes` client.
 
-This is the only module that talks to the Kubernetes API for serving, and the only place its
-exceptions are seen: `ApiException` and urllib3/socket errors are mapped once, here, to the outcome
-tree (`api_error`): 403/401 -> PermanentError (`Forbidden`/`Unauthorized`), 400/422 -> PermanentError
+This is the only module that talks to the Kubernetes API for serving. `ApiException` and
+urllib3/socket errors are mapped to the outcome tree by `workers.backends.k8s_errors.api_error` (shared
+with training): 403/401 -> PermanentError (`Forbidden`/`Unauthorized`), 400/422 -> PermanentError
 (`Invalid`), 404 of a collection -> PermanentError (`NotFound`: CRD or namespace missing),
 409/429/5xx and unreachable servers -> RetryableError.
 
@@ -14,13 +14,9 @@ that reconnects on dropped streams and resyncs on 410 Gone, bounded by the calle
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -29,8 +25,9 @@ from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.types import ModelURI
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
+from workers.backends.k8s_errors import UNREACHABLE, api_error, follow_watch, mapped_errors
 from workers.backends.kserve_status import interpret
-from workers.errors import PermanentError, RetryableError, WorkerError
+from workers.errors import PermanentError, RetryableError
 from workers.manifests.inferenceservice import (
     API_GROUP,
     API_VERSION,
@@ -46,9 +43,6 @@ from workers.observability import get_logger
 from workers.profiles import Profile
 
 log = get_logger(__name__)
-
-_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
-
 
 class KubernetesConfigError(ValueError):
     """No usable cluster configuration (a deployment error, reported at worker start)."""
@@ -67,47 +61,6 @@ def api_client_from_settings(settings: Settings) -> client.ApiClient:
         return client.ApiClient(configuration)
     except config.ConfigException as exc:
         raise KubernetesConfigError(f"no Kubernetes configuration: {exc}") from exc
-
-
-def _status_message(exc: ApiException) -> str:
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        body = {}
-    return str(body.get("message") or exc.reason or f"HTTP {exc.status}")
-
-
-#: API statuses retrying cannot fix, and the reason each becomes.
-PERMANENT_STATUSES = {403: "Forbidden", 401: "Unauthorized", 400: "Invalid", 422: "Invalid", 404: "NotFound"}
-
-
-def api_error(exc: ApiException, action: str) -> WorkerError:
-    """The outcome an API error means, with the API's own message."""
-    status = exc.status or 0
-    message = f"Kubernetes API refused to {action}: {_status_message(exc)}"
-    details: dict[str, object] = {"status": status}
-    if status in PERMANENT_STATUSES:
-        return PermanentError(message, reason=PERMANENT_STATUSES[status], details=details)
-    if status == 429:
-        retry_after = str((exc.headers or {}).get("Retry-After") or "")
-        delay = float(retry_after) if retry_after.isdigit() else 2.0
-        return RetryableError(message, delay=delay, reason="Throttled", details=details)
-    if status == 409:
-        return RetryableError(message, delay=0.5, reason="Conflict", details=details)
-    return RetryableError(message, delay=2.0, reason="KubernetesUnavailable", details=details)
-
-
-@contextmanager
-def mapped_errors(action: str) -> Iterator[None]:
-    """Map `ApiException` and connection failures raised inside the block (see `api_error`)."""
-    try:
-        yield
-    except ApiException as exc:
-        raise api_error(exc, action) from exc
-    except _UNREACHABLE as exc:
-        raise RetryableError(
-            f"Kubernetes API unreachable while trying to {action}: {exc}", delay=2.0, reason="KubernetesUnreachable"
-        ) from exc
 
 
 def null_removed(old: Any, new: Any) -> Any:
@@ -161,7 +114,7 @@ class KServeBackend:
         except ApiException as exc:
             if exc.status != 409:
                 raise api_error(exc, f"create {kind} {name}") from exc
-        except _UNREACHABLE as exc:
+        except UNREACHABLE as exc:
             raise RetryableError(f"Kubernetes API unreachable while creating {kind} {name}: {exc}",
                                  delay=2.0, reason="KubernetesUnreachable") from exc
         existing = self._read(kind, name)
@@ -245,25 +198,8 @@ class KServeBackend:
 
     def follow(self, name: str, window_s: float) -> Observation:
         """Watch one InferenceService until its state is final or `window_s` has passed."""
-        end = time.monotonic() + window_s
-        observation, version = self.observe(name)
-        while not observation.final and (remaining := end - time.monotonic()) > 0.05:
-            try:
-                observation, version = self._watch(name, version, remaining, observation)
-            except ApiException as exc:
-                if exc.status == 410:  # our resourceVersion is too old: resync from a fresh read
-                    observation, version = self.observe(name)
-                    continue
-                if exc.status in (401, 403, 404):
-                    raise api_error(exc, f"watch InferenceService {name}") from exc
-                log.warning("watch of %s failed (HTTP %s); reconnecting", name, exc.status)
-                time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-            except _UNREACHABLE as exc:
-                # A read timeout is the normal end of a quiet window; anything else is a dropped stream.
-                if time.monotonic() < end - 0.05:
-                    log.info("watch of %s interrupted (%s); reconnecting", name, type(exc).__name__)
-                    time.sleep(min(0.5, max(0.0, end - time.monotonic())))
-        return observation
+        return follow_watch(f"InferenceService {name}", window_s, observe=lambda: self.observe(name),
+                            watch_once=lambda version, remaining, last: self._watch(name, version, remaining, last))
 
     def _watch(self, name: str, version: str | None, remaining: float,
                last: Observation) -> tuple[Observation, str | None]:
