@@ -30,6 +30,11 @@ def management() -> httpx.Client:
     return httpx.Client(base_url=f"{MANAGEMENT}/api", auth=(USER, PASSWORD), timeout=10)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run tests marked `disruptive` (a broker restart) after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
+
+
 @pytest.fixture(scope="session")
 def vhost() -> Iterator[str]:
     """A fresh vhost for this test session, with full permissions for the test user."""
