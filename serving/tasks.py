@@ -7,28 +7,11 @@ directory produced by ``save_pretrained`` serves the right endpoints without fla
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from typing import Any
 
+from schemas.types import Task  # the contract's task names are the runtime's --task values
 from serving.errors import ModelLoadError
-
-
-class Task(enum.StrEnum):
-    """A model task (KServe ``MLTask`` names; only the supported ones)."""
-
-    text_generation = "text_generation"
-    text2text_generation = "text2text_generation"
-    fill_mask = "fill_mask"
-    sequence_classification = "sequence_classification"
-    token_classification = "token_classification"
-    text_embedding = "text_embedding"
-
-    @property
-    def generative(self) -> bool:
-        """Whether the task is served by the OpenAI completions/chat endpoints."""
-        return self in (Task.text_generation, Task.text2text_generation)
-
 
 # Names KServe knows but does not serve; asking for one gives its error message, not "unknown".
 _KNOWN_UNSUPPORTED = ("table_question_answering", "question_answering", "multiple_choice", "time_series_forecast")
