@@ -21,16 +21,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -38,51 +34,28 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import (  # noqa: E402
+    bench_vhost,
+    consumers,
+    direct_batched,
+    free_port,
+    process,
+    texts,
+    v2_body,
+)
 from producers.batch import BatchState, submit_batch  # noqa: E402
 from schemas.settings import BatchSettings, BrokerSettings, Settings  # noqa: E402
 
-BROKER_HOST = os.environ.get("MODELBUS_BENCH_BROKER_HOST", "127.0.0.1")
-MANAGEMENT = f"http://{BROKER_HOST}:15672/api"
 SERVICE = "bench-classifier"
 DIRECT = "direct client: v2 batches of 32, 2 in flight"
 BOUNDS = (("batch job, max_in_flight 1000 (default)", 1000), ("batch job, unbounded in flight", 0))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-@contextmanager
-def process(args: list[str], *, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    child_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.Popen(args, env=child_env, cwd=str(REPO), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
-@contextmanager
-def bench_vhost() -> Iterator[str]:
-    name = f"modelbus-bench-{uuid.uuid4().hex[:8]}"
-    with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
-        api.put(f"/vhosts/{quote(name, safe='')}").raise_for_status()
-        api.put(f"/permissions/{quote(name, safe='')}/guest",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    try:
-        yield f"amqp://guest:guest@{BROKER_HOST}:5672/{quote(name, safe='')}"
-    finally:
-        with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
-            api.delete(f"/vhosts/{quote(name, safe='')}")
+
 
 
 def wait_until(check: Any, what: str, timeout: float = 180.0) -> None:
@@ -97,32 +70,16 @@ def wait_until(check: Any, what: str, timeout: float = 180.0) -> None:
     raise RuntimeError(f"{what} did not happen within {timeout:g}s")
 
 
-def consumers(url: str, queue: str) -> int:
-    vhost = url.rsplit("/", 1)[1]
-    response = httpx.get(f"{MANAGEMENT}/queues/{vhost}/{quote(queue, safe='')}", auth=("guest", "guest"), timeout=5)
-    return int(response.json().get("consumers", 0)) if response.status_code == 200 else 0
 
 
-def texts(n: int) -> list[str]:
-    words = ["good", "bad", "great", "awful", "fine", "terrible", "lovely", "boring"]
-    return [f"review {i}: the film was {words[i % 8]} and the popcorn {words[(i * 7) % 8]}" for i in range(n)]
 
 
-def v2_body(items: list[str]) -> dict[str, Any]:
-    return {"inputs": [{"name": "input-0", "shape": [len(items)], "datatype": "BYTES", "data": items}]}
 
 
-async def direct_batched(url: str, items: list[str], *, batch: int = 32, in_flight: int = 2) -> float:
-    """Seconds to classify `items` with v2 calls of `batch` texts, `in_flight` at a time."""
-    limit = asyncio.Semaphore(in_flight)
-    async with httpx.AsyncClient(timeout=120) as client:
-        async def call(chunk: list[str]) -> None:
-            async with limit:
-                (await client.post(url, json=v2_body(chunk))).raise_for_status()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(call(items[i:i + batch]) for i in range(0, len(items), batch)))
-        return time.perf_counter() - start
+
+
+
 
 
 def run_batch(settings: Settings, work: Path, items: list[str], model: str) -> tuple[float, float, str]:

@@ -25,9 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,12 +38,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import MANAGEMENT, bench_vhost, direct_batched, free_port, process, texts, v2_body  # noqa: E402
 from schemas.envelope import amqp_properties, encode, new_event  # noqa: E402
 from schemas.events import InvokeRequested  # noqa: E402
 from schemas.topology import EXCHANGE  # noqa: E402
 
-BROKER_HOST = os.environ.get("MODELBUS_BENCH_BROKER_HOST", "127.0.0.1")
-MANAGEMENT = f"http://{BROKER_HOST}:15672/api"
 NAIVE_QUEUE = "bench.naive"
 
 # ------------------------------------------------------------------------------ (b) the naive design
@@ -109,12 +105,7 @@ def arun(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-def free_port() -> int:
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -131,34 +122,8 @@ def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen[bytes] | 
     raise RuntimeError(f"{url} did not come up")
 
 
-@contextmanager
-def process(args: list[str], *, env: dict[str, str] | None = None,
-            cwd: Path = REPO) -> Iterator[subprocess.Popen[bytes]]:
-    child_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    proc = subprocess.Popen(args, env=child_env, cwd=str(cwd), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
-@contextmanager
-def bench_vhost() -> Iterator[str]:
-    name = f"modelbus-bench-{uuid.uuid4().hex[:8]}"
-    with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
-        api.put(f"/vhosts/{quote(name, safe='')}").raise_for_status()
-        api.put(f"/permissions/{quote(name, safe='')}/guest",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    try:
-        yield f"amqp://guest:guest@{BROKER_HOST}:5672/{quote(name, safe='')}"
-    finally:
-        with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
-            api.delete(f"/vhosts/{quote(name, safe='')}")
 
 
 def wait_consumer(url: str, queue: str, timeout: float = 60.0) -> None:
@@ -174,29 +139,16 @@ def wait_consumer(url: str, queue: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"no consumer on {queue}")
 
 
-def v2_body(texts: list[str]) -> dict[str, Any]:
-    return {"inputs": [{"name": "input-0", "shape": [len(texts)], "datatype": "BYTES", "data": texts}]}
 
 
-def texts(n: int) -> list[str]:
-    words = ["good", "bad", "great", "awful", "fine", "terrible", "lovely", "boring"]
-    return [f"review {i}: the film was {words[i % 8]} and the popcorn {words[(i * 7) % 8]}" for i in range(n)]
+
+
 
 
 # ------------------------------------------------------------------------------ measurements
 
 
-async def direct_batched(url: str, items: list[str], *, batch: int = 32, in_flight: int = 2) -> float:
-    """(a): seconds to classify `items` with v2 calls of `batch` texts, `in_flight` at a time."""
-    limit = asyncio.Semaphore(in_flight)
-    async with httpx.AsyncClient(timeout=120) as client:
-        async def call(chunk: list[str]) -> None:
-            async with limit:
-                (await client.post(url, json=v2_body(chunk))).raise_for_status()
 
-        start = time.perf_counter()
-        await asyncio.gather(*(call(items[i:i + batch]) for i in range(0, len(items), batch)))
-        return time.perf_counter() - start
 
 
 class BrokerClient:
