@@ -77,6 +77,7 @@ class ModelBus:
         self.source = source
         self._publisher = Publisher(self.settings.broker)
         self._reply_queue: str | None = None
+        self._reply_channel: Any = None
         self._early: dict[str, list[CloudEvent[Any]]] = {}
         self._consumer: tuple[Any, Any] | None = None
 
@@ -103,10 +104,17 @@ class ModelBus:
 
     @property
     def reply_queue(self) -> str:
-        """This client's exclusive reply queue (created on first use, gone when the client closes)."""
-        if self._reply_queue is None:
-            result = self._publisher.channel.queue_declare("", exclusive=True, auto_delete=True)
+        """This client's exclusive reply queue (created on first use, gone when the client closes).
+
+        An exclusive queue dies with its connection: after a reconnect a new one is declared, and
+        outcomes addressed to the old one are only on the events exchange.
+        """
+        channel = self._publisher.channel
+        if self._reply_queue is None or self._reply_channel is not channel:
+            result = channel.queue_declare("", exclusive=True, auto_delete=True)
             self._reply_queue = str(result.method.queue)
+            self._reply_channel = channel
+            self._consumer = None
         return self._reply_queue
 
     def send(self, data: Request, *, correlation_id: str | None = None) -> CloudEvent[Any]:
@@ -152,10 +160,10 @@ class ModelBus:
         return self._early.pop(request_id, [])
 
     def _receive(self, timeout: float) -> None:
+        queue = self.reply_queue  # re-declared after a reconnect, which also drops the old consumer
         channel = self._publisher.channel
         if self._consumer is None or self._consumer[0] is not channel:
-            # A new channel (first use, or after a reconnect) needs a new consumer on the reply queue.
-            self._consumer = (channel, channel.consume(self.reply_queue, auto_ack=True, inactivity_timeout=0.2))
+            self._consumer = (channel, channel.consume(queue, auto_ack=True, inactivity_timeout=0.2))
         stop = time.monotonic() + timeout
         try:
             for method, _props, body in self._consumer[1]:

@@ -146,3 +146,19 @@ def test_a_message_rejected_from_a_worker_queue_lands_in_its_dlq(settings, chann
     _, props, body = _get_one(channel, DEPLOY_QUEUE.dead_letter_queue)
     assert decode(body) == event
     assert props.headers["x-death"][0]["queue"] == DEPLOY_QUEUE.name
+
+
+def test_the_client_gets_a_new_reply_queue_after_a_reconnect(settings, topology):
+    from producers import ModelBus
+
+    bus = ModelBus(settings)
+    try:
+        first = bus.reply_queue
+        bus._publisher._connection.close()  # the connection drops: its exclusive queue is gone
+        second = bus.reply_queue
+        assert second != first
+        # requests sent after the reconnect name the new queue as their reply_to
+        request = bus.send(UndeployRequested(service="after-reconnect"))
+        assert request.data.reply_to == second
+    finally:
+        bus.close()
