@@ -61,3 +61,25 @@ def test_celery_workers_connect_over_amqps_with_the_same_settings(broker_url, tl
         assert connection.connected
         assert connection.transport_cls in ("amqp", "pyamqp") or connection.transport.driver_type == "amqp"
         assert connection.connection.sock.version() is not None  # a TLS socket: the handshake happened
+
+
+def test_the_invoke_worker_connects_over_amqps_and_refuses_an_unknown_ca(broker_url, tls_port, certs, tmp_path):
+    import asyncio
+
+    from workers.invoke.amqp import Broker, BrokerError
+
+    ca, _, _ = certs
+    other_ca, _, _ = make_ca_and_server_cert(tmp_path / "other", ca_name="someone else")
+
+    async def connect(ca_file):
+        broker = Broker(Settings(broker=BrokerSettings(url=_tls_url(broker_url, tls_port), ca_file=ca_file,
+                                                       connect_timeout_s=5)))
+        try:
+            await broker.connect()
+            return broker.connected
+        finally:
+            await broker.close()
+
+    assert asyncio.run(connect(ca)) is True
+    with pytest.raises(BrokerError, match="cannot connect to the broker"):
+        asyncio.run(connect(other_ca))
