@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pika
 
@@ -22,8 +23,15 @@ from workers.errors import RetryableError
 from workers.runner import event_task
 
 
-def _dlq_depth(channel) -> int:
-    return channel.queue_declare(DEPLOY_QUEUE.dead_letter_queue, passive=True).method.message_count
+def _dlq_depth(channel, expected: int | None = None, timeout: float = 5.0) -> int:
+    """Ready messages in the DLQ. With `expected`, wait (bounded) for it: a browsed or requeued
+    message of a quorum queue becomes ready again asynchronously."""
+    deadline = time.monotonic() + timeout
+    while True:
+        depth = channel.queue_declare(DEPLOY_QUEUE.dead_letter_queue, passive=True).method.message_count
+        if expected is None or depth == expected or time.monotonic() > deadline:
+            return depth
+        time.sleep(0.05)
 
 
 def _list(cli):
@@ -56,7 +64,7 @@ def test_list_shows_reason_type_ids_and_age_without_consuming(cli, ops_channel):
     assert by_id[rejected.id]["routing_key"] == "undeploy.requested"
     assert by_id[rejected.id]["deaths"] == 1
     assert {d["event_id"] for d in first} == {ours.id, rejected.id}
-    assert _dlq_depth(ops_channel) == 2
+    assert _dlq_depth(ops_channel, 2) == 2
 
 
 def test_replay_by_id_sends_that_dead_letter_back_with_its_routing_key_and_leaves_the_others(cli, ops_channel):
@@ -139,7 +147,7 @@ def test_a_replayed_dead_letter_is_processed_by_a_running_worker(cli, ops_channe
         deleted = decode(get_message(ops_channel, outcomes, timeout=20)[2])
     assert deleted.causationid == event.id
     assert handled == [event.id, event.id]
-    assert _dlq_depth(ops_channel) == 0
+    assert _dlq_depth(ops_channel, 0) == 0
     emitter.close()
 
 
@@ -151,23 +159,23 @@ def test_purge_asks_for_confirmation(cli, ops_channel):
     result = cli("dlq", "purge", "deploy")
     assert result.exit_code != 0
     assert "--yes" in result.output
-    assert _dlq_depth(ops_channel) == 2
+    assert _dlq_depth(ops_channel, 2) == 2
     # "no": nothing dropped
     result = cli("dlq", "purge", "deploy", input="n\n")
     assert result.exit_code != 0
-    assert _dlq_depth(ops_channel) == 2
+    assert _dlq_depth(ops_channel, 2) == 2
     # "yes": dropped
     result = cli("dlq", "purge", "deploy", input="y\n")
     assert result.exit_code == 0, result.output
     assert "purged 2 message(s)" in result.output
-    assert _dlq_depth(ops_channel) == 0
+    assert _dlq_depth(ops_channel, 0) == 0
 
 
 def test_purge_with_yes_does_not_ask(cli, ops_channel):
     dead_letter(ops_channel)
     result = cli("dlq", "purge", "modelbus.deploy.dlq", "--yes")
     assert result.exit_code == 0, result.output
-    assert _dlq_depth(ops_channel) == 0
+    assert _dlq_depth(ops_channel, 0) == 0
 
 
 def test_an_unknown_queue_is_a_clear_error(cli):
