@@ -126,3 +126,16 @@ def get_message(channel, queue: str, *, timeout: float = 10.0, ack: bool = True)
         if time.monotonic() > deadline:
             raise AssertionError(f"nothing arrived in {queue} within {timeout}s")
         time.sleep(0.05)
+
+
+def ready_count(channel, queue: str, expected: int | None = None, *, timeout: float = 5.0) -> int:
+    """Ready messages of `queue`. With `expected`, wait (bounded) for that count: a message browsed and
+    requeued, or dead-lettered, becomes ready in a quorum queue asynchronously."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        depth = int(channel.queue_declare(queue, passive=True).method.message_count)
+        if expected is None or depth == expected or time.monotonic() > deadline:
+            return depth
+        time.sleep(0.05)

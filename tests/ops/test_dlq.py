@@ -9,29 +9,21 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pika
 
 from schemas import ServiceDeleted, UndeployRequested, decode, new_event
 from schemas.events import DeployFailed
 from schemas.topology import DEPLOY_QUEUE, EXCHANGE, REASON_HEADER, REPLAY_HEADER
-from tests.conftest import get_message, running_worker
+from tests.conftest import get_message, ready_count, running_worker
 from tests.ops.conftest import dead_letter, publish_event
 from workers.app import create_app
 from workers.errors import RetryableError
 from workers.runner import event_task
 
 
-def _dlq_depth(channel, expected: int | None = None, timeout: float = 5.0) -> int:
-    """Ready messages in the DLQ. With `expected`, wait (bounded) for it: a browsed or requeued
-    message of a quorum queue becomes ready again asynchronously."""
-    deadline = time.monotonic() + timeout
-    while True:
-        depth = channel.queue_declare(DEPLOY_QUEUE.dead_letter_queue, passive=True).method.message_count
-        if expected is None or depth == expected or time.monotonic() > deadline:
-            return depth
-        time.sleep(0.05)
+def _dlq_depth(channel, expected: int | None = None) -> int:
+    return ready_count(channel, DEPLOY_QUEUE.dead_letter_queue, expected)
 
 
 def _list(cli):

@@ -17,7 +17,7 @@ import time
 import pika
 
 from schemas.topology import DEPLOY_QUEUE, INVOKE_QUEUE, TRAIN_QUEUE
-from tests.conftest import MANAGEMENT, running_worker
+from tests.conftest import MANAGEMENT, ready_count, running_worker
 from tests.ops.conftest import dead_letter, publish_event
 from workers.app import create_app
 
@@ -77,7 +77,7 @@ def test_status_shows_ready_unacked_consumers_and_dead_letters_from_the_manageme
     # and the latest failures show why, newest first, without consuming the dead letters
     assert sorted(f["reason"] for f in report["failures"]) == ["InternalError", "InvalidEvent",
                                                                  "KubernetesUnavailable"]
-    assert ops_channel.queue_declare(DEPLOY_QUEUE.dead_letter_queue, passive=True).method.message_count == 2
+    assert ready_count(ops_channel, DEPLOY_QUEUE.dead_letter_queue, 2) == 2
 
 
 def test_status_falls_back_to_amqp_when_the_management_api_does_not_answer(cli, ops_channel):
