@@ -41,6 +41,14 @@ class Splits:
     def columns(self) -> list[str]:
         return list(self.train.column_names)
 
+    def tokenized(self, prepare: Callable[[dict[str, list[Any]]], dict[str, Any]]) -> tuple[Dataset, Dataset | None]:
+        """Both splits through a batched `prepare`, keeping only what it returns (the raw columns go)."""
+
+        def run(part: Dataset) -> Dataset:
+            return part.map(prepare, batched=True, remove_columns=part.column_names)
+
+        return run(self.train), (run(self.eval) if self.eval is not None else None)
+
 
 def load_splits(spec: DatasetSpec, *, fetch: Fetch, need_eval: bool) -> Splits:
     """Load, sample and split a dataset.

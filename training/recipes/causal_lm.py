@@ -32,10 +32,7 @@ def train(job: RecipeInput) -> RecipeOutput:
         return dict(tokenizer([str(t) for t in batch[job.text_column]], truncation=True,
                               max_length=job.hp.max_length))
 
-    train_set = job.splits.train.map(prepare, batched=True, remove_columns=job.splits.train.column_names)
-    eval_set = None
-    if job.splits.eval is not None:
-        eval_set = job.splits.eval.map(prepare, batched=True, remove_columns=job.splits.eval.column_names)
+    train_set, eval_set = job.splits.tokenized(prepare)
 
     model = AutoModelForCausalLM.from_pretrained(job.model.ref, **job.model.kwargs())
     if model.config.pad_token_id is None:

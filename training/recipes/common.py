@@ -223,3 +223,9 @@ def label_names(values: list[Any], declared: list[str] | None) -> tuple[list[str
     if any(int(v) < 0 for v in present):
         raise SpecError(INVALID_DATASET, "label ids must not be negative")
     return [str(i) for i in range(int(max(present)) + 1 if present else 0)], int
+
+
+def label_config(names: list[str]) -> dict[str, Any]:
+    """`from_pretrained` arguments for a fresh head over `names`, stored so the served model speaks them."""
+    return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)}, "ignore_mismatched_sizes": True}

@@ -14,6 +14,7 @@ from training.recipes.common import (
     RecipeOutput,
     classification_scores,
     keep_metrics,
+    label_config,
     label_names,
     progress_callback,
     quiet,
@@ -65,14 +66,10 @@ def train(job: RecipeInput) -> RecipeOutput:
         encoded["labels"] = all_labels
         return dict(encoded)
 
-    train_set = job.splits.train.map(prepare, batched=True, remove_columns=job.splits.train.column_names)
-    eval_set = None
-    if job.splits.eval is not None:
-        eval_set = job.splits.eval.map(prepare, batched=True, remove_columns=job.splits.eval.column_names)
+    train_set, eval_set = job.splits.tokenized(prepare)
 
     model = AutoModelForTokenClassification.from_pretrained(
-        job.model.ref, num_labels=len(names), id2label=dict(enumerate(names)),
-        label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True, **job.model.kwargs(),
+        job.model.ref, **label_config(names), **job.model.kwargs(),
     )
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
