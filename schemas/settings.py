@@ -97,7 +97,15 @@ class ServingSettings(BaseModel):
 
 class InvokeSettings(BaseModel):
     max_batch_size: int = Field(default=32, description="Requests per micro-batch.")
-    max_wait_ms: float = Field(default=5.0, description="How long a micro-batch may wait to fill, milliseconds.")
+    max_wait_ms: float = Field(
+        default=5.0, description="How long a micro-batch may wait to fill while its target is busy, milliseconds."
+    )
+    linger_ms: float = Field(
+        default=2.5,
+        description="While requests for a target arrive more often than once per this time, an idle target waits "
+        "up to this long for a batch to form (fewer, larger calls under load; at low load a request is sent at "
+        "once; 0: always at once), milliseconds.",
+    )
     timeout_s: float = Field(default=30.0, description="Per upstream HTTP call, seconds.")
     max_attempts: int = Field(default=4, description="Attempts on connect errors, 429 and 5xx.")
     backoff_s: float = Field(default=0.2, description="First retry delay (exponential, with jitter), seconds.")

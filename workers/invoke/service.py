@@ -75,7 +75,8 @@ class InvokeService:
         self.upstream = upstream
         self._clock = clock
         cfg = settings.invoke
-        self.batcher: MicroBatcher[Job] = MicroBatcher(max_size=cfg.max_batch_size, max_wait_s=cfg.max_wait_ms / 1000)
+        self.batcher: MicroBatcher[Job] = MicroBatcher(max_size=cfg.max_batch_size, max_wait_s=cfg.max_wait_ms / 1000,
+                                                       linger_s=cfg.linger_ms / 1000)
         self._lanes: dict[Hashable, _Lane] = {}
         self._inflight: dict[str, Job] = {}
         self._answered: OrderedDict[str, None] = OrderedDict()
@@ -182,7 +183,7 @@ class InvokeService:
             task = asyncio.get_running_loop().create_task(self._run(batch, state))
             state.tasks.add(task)
             task.add_done_callback(state.tasks.discard)
-        deadline = self.batcher.next_deadline(lane)
+        deadline = self.batcher.next_deadline(lane, idle=state.in_flight == 0)
         if deadline is not None and state.in_flight < limit:
             loop = asyncio.get_running_loop()
             state.timer = loop.call_at(loop.time() + max(0.0, deadline - self._clock()), self._kick, lane)
@@ -291,6 +292,7 @@ class InvokeService:
     async def drain(self, timeout: float) -> None:
         """Send every waiting batch now and wait (up to `timeout` s) for all results to be published."""
         self._draining = True
+        self.batcher.linger_s = 0.0
         for lane in self.batcher.lanes():
             self._kick(lane)
         end = self._clock() + timeout
