@@ -7,12 +7,19 @@ Compares, on the same MiniLM classifier served by `python -m serving`:
   -> model server -> InvokeCompleted on a reply queue;
 * (b) the naive design: one Celery task per request, each doing one HTTP call (defined here).
 
-Then the pipeline's own ceiling against an instant endpoint (a trivial async server returning a
-canned v2 response) and the latency it adds at low load (sequential requests, through the broker
-vs. straight to the same endpoint). Prints a table with ratios and the targets.
+These three run twice. First with the model server on its own cores and RabbitMQ, the workers
+and the load generator pinned to the others, as in a deployment where the model runs on its own
+node: this is the comparison the targets are read from. Then with every process free on every
+core (informational: on a small machine the pipeline's own CPU is taken from the model server).
 
-Usage: python bench/invoke.py [--n 2000] [--naive-n 300] [--instant-n 10000] [--latency-n 300]
-Needs RabbitMQ with the management API (a private vhost is created and deleted).
+Then the pipeline's ceiling against an instant endpoint (a trivial async server returning a
+canned v2 response), with one invoke worker process and with `--workers` of them, and the latency
+it adds at low load (sequential requests, through the broker vs. straight to the same endpoint).
+Prints a table with ratios and the targets.
+
+Usage: python bench/invoke.py [--n 2000] [--naive-n 300] [--instant-n 10000] [--latency-n 300] [--workers 2]
+Needs RabbitMQ with the management API (a private vhost is created and deleted); pinning RabbitMQ
+needs the right to change its CPU affinity (root, or the same user), else that part runs unpinned.
 """
 
 from __future__ import annotations
@@ -25,11 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Any, NamedTuple
 
-import aio_pika
+import aiormq
+import aiormq.abc
 import httpx
 import orjson
 from celery import Celery
@@ -38,7 +48,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.common import MANAGEMENT, bench_vhost, direct_batched, free_port, process, texts, v2_body  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_vhost,
+    consumers,
+    direct_batched,
+    free_port,
+    process,
+    texts,
+    v2_body,
+)
 from schemas.envelope import amqp_properties, encode, new_event  # noqa: E402
 from schemas.events import InvokeRequested  # noqa: E402
 from schemas.topology import EXCHANGE  # noqa: E402
@@ -105,9 +123,6 @@ def arun(coro: Any) -> Any:
     return uvloop.run(coro)
 
 
-
-
-
 def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -122,37 +137,25 @@ def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen[bytes] | 
     raise RuntimeError(f"{url} did not come up")
 
 
-
-
-
-
-def wait_consumer(url: str, queue: str, timeout: float = 60.0) -> None:
-    """Block until `queue` has a consumer (the worker is up)."""
-    vhost = url.rsplit("/", 1)[1]
-    end = time.monotonic() + timeout
-    with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
-        while time.monotonic() < end:
-            response = api.get(f"/queues/{vhost}/{quote(queue, safe='')}")
-            if response.status_code == 200 and response.json().get("consumers", 0) > 0:
-                return
-            time.sleep(0.2)
-    raise RuntimeError(f"no consumer on {queue}")
-
-
-
-
-
-
-
-
 # ------------------------------------------------------------------------------ measurements
 
 
+class Prepared(NamedTuple):
+    """One InvokeRequested, encoded with its AMQP properties before the clock starts."""
 
+    request_id: str
+    body: bytes
+    properties: aiormq.spec.Basic.Properties
 
 
 class BrokerClient:
-    """Publishes prepared InvokeRequested events (pipelined confirms) and collects replies."""
+    """The load generator: publishes prepared InvokeRequested events (pipelined confirms), collects replies.
+
+    Written on aiormq (the AMQP layer under aio-pika) with the frames' properties built once per
+    event before timing starts, so the generator spends as little as it can of the two cores the
+    broker and the worker also run on. It still publishes persistent messages with confirms, as an
+    upstream service does.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -162,17 +165,17 @@ class BrokerClient:
         self._all = asyncio.Event()
 
     async def __aenter__(self) -> BrokerClient:
-        self.connection = await aio_pika.connect(self.url)
+        self.connection = await aiormq.connect(self.url)
         self.channel = await self.connection.channel(publisher_confirms=True)
-        self.exchange = await self.channel.get_exchange(EXCHANGE)
-        self.queue = await self.channel.declare_queue("", exclusive=True, auto_delete=True)
-        await self.queue.consume(self._on_reply, no_ack=True)
+        declared = await self.channel.queue_declare("", exclusive=True, auto_delete=True)
+        self.reply_queue = str(declared.queue)
+        await self.channel.basic_consume(self.reply_queue, self._on_reply, no_ack=True)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.connection.close()
 
-    async def _on_reply(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _on_reply(self, message: aiormq.abc.DeliveredMessage) -> None:
         event = orjson.loads(message.body)
         request_id = event["data"]["request_id"]
         self.replies[request_id] = event
@@ -182,19 +185,25 @@ class BrokerClient:
         if len(self.replies) >= self._expected:
             self._all.set()
 
-    def prepare(self, target: str, model_name: str, bodies: list[dict[str, Any]]) -> list[tuple[str, aio_pika.Message]]:
+    def prepare(self, target: str, model_name: str, bodies: list[dict[str, Any]]) -> list[Prepared]:
         out = []
         for body in bodies:
-            event = new_event(InvokeRequested(url=target, model_name=model_name, body=body,  # type: ignore[arg-type]
-                                              reply_to=self.queue.name), source="/bench")
+            event = new_event(InvokeRequested(url=target, model_name=model_name, body=body,
+                                              reply_to=self.reply_queue), source="/bench")
             props = amqp_properties(event)
-            out.append((event.id, aio_pika.Message(
-                encode(event), message_id=props["message_id"], correlation_id=props["correlation_id"],
-                type=props["type"], content_type=props["content_type"], delivery_mode=2)))
+            out.append(Prepared(event.id, encode(event), aiormq.spec.Basic.Properties(
+                message_id=props["message_id"], correlation_id=props["correlation_id"], message_type=props["type"],
+                content_type=props["content_type"], delivery_mode=2)))
         return out
 
-    async def run(self, messages: list[tuple[str, aio_pika.Message]], *, window: int = 1000,
-                  timeout: float = 600) -> float:
+    async def _publish(self, message: Prepared) -> None:
+        confirm = await self.channel.basic_publish(message.body, exchange=EXCHANGE,
+                                                   routing_key=InvokeRequested.routing_key,
+                                                   properties=message.properties)
+        if not isinstance(confirm, aiormq.spec.Basic.Ack):
+            raise RuntimeError(f"the broker did not confirm request {message.request_id}: {confirm!r}")
+
+    async def run(self, messages: list[Prepared], *, window: int = 1000, timeout: float = 600) -> float:
         """Seconds from the first publish to the last reply."""
         if not messages:
             return 0.0
@@ -203,22 +212,22 @@ class BrokerClient:
         self._all = asyncio.Event()
         limit = asyncio.Semaphore(window)
 
-        async def publish(message: aio_pika.Message) -> None:
+        async def publish(message: Prepared) -> None:
             async with limit:
-                await self.exchange.publish(message, routing_key=InvokeRequested.routing_key)
+                await self._publish(message)
 
         start = time.perf_counter()
-        await asyncio.gather(*(publish(m) for _, m in messages))
+        await asyncio.gather(*(publish(m) for m in messages))
         await asyncio.wait_for(self._all.wait(), timeout)
         return time.perf_counter() - start
 
-    async def one(self, request_id: str, message: aio_pika.Message) -> float:
+    async def one(self, message: Prepared) -> float:
         """Round trip of one request at an otherwise idle pipeline, seconds."""
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._waiters[request_id] = waiter
+        self._waiters[message.request_id] = waiter
         self._expected = 10**9
         start = time.perf_counter()
-        publish = asyncio.ensure_future(self.exchange.publish(message, routing_key=InvokeRequested.routing_key))
+        publish = asyncio.ensure_future(self._publish(message))
         await asyncio.wait_for(waiter, 30)
         elapsed = time.perf_counter() - start
         await publish
@@ -226,8 +235,9 @@ class BrokerClient:
 
     def summary(self) -> tuple[int, float]:
         failed = sum(1 for e in self.replies.values() if e["type"].endswith("invoke.failed"))
-        sizes = [e["data"].get("batch_size", 1) for e in self.replies.values() if "batch_size" in e["data"]]
-        return failed, statistics.mean(sizes) if sizes else 0.0
+        sizes = [e["data"]["batch_size"] for e in self.replies.values() if "batch_size" in e["data"]]
+        # Requests per upstream call: a call of k requests answers k of them, each counting 1/k.
+        return failed, len(sizes) / sum(1 / size for size in sizes) if sizes else 0.0
 
 
 async def through_broker(url: str, target: str, model: str, items: list[str], warmup: int = 64) -> dict[str, Any]:
@@ -235,8 +245,8 @@ async def through_broker(url: str, target: str, model: str, items: list[str], wa
         await client.run(client.prepare(target, model, [v2_body([t]) for t in items[:warmup]]))
         messages = client.prepare(target, model, [v2_body([t]) for t in items])
         seconds = await client.run(messages)
-        failed, mean_batch = client.summary()
-        return {"seconds": seconds, "failed": failed, "mean_batch": mean_batch}
+        failed, per_call = client.summary()
+        return {"seconds": seconds, "failed": failed, "per_call": per_call}
 
 
 async def latencies(url: str, target: str, model: str, n: int) -> dict[str, float]:
@@ -253,8 +263,8 @@ async def latencies(url: str, target: str, model: str, n: int) -> dict[str, floa
             direct.append(time.perf_counter() - start)
     via = []
     async with BrokerClient(url) as client:
-        for i, (request_id, message) in enumerate(client.prepare(target, model, [body] * (n + 20))):
-            elapsed = await client.one(request_id, message)
+        for i, message in enumerate(client.prepare(target, model, [body] * (n + 20))):
+            elapsed = await client.one(message)
             if i >= 20:
                 via.append(elapsed)
             await asyncio.sleep(0.005)  # low load: requests do not overlap
@@ -282,12 +292,148 @@ def worker_env(url: str, state: Path) -> dict[str, str]:
     return {"MODELBUS_BROKER__URL": url, "MODELBUS_LOG_LEVEL": "WARNING", "MODELBUS_STATE_DIR": str(state)}
 
 
+def core_split() -> tuple[set[int], set[int]] | None:
+    """(pipeline cores, model cores): the model server gets the upper half of the usable CPUs."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    half = len(cpus) // 2
+    return set(cpus[:half]), set(cpus[half:])
+
+
+def on_cores(command: list[str], cores: set[int] | None) -> list[str]:
+    """`command` started with its CPU affinity set (inherited by every thread it starts)."""
+    if cores is None:
+        return command
+    return ["taskset", "-c", ",".join(map(str, sorted(cores))), *command]
+
+
+def broker_pids() -> list[int]:
+    """The local RabbitMQ node's processes (empty when the broker runs elsewhere)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@contextmanager
+def pinned(pids: list[int], cores: set[int]) -> Iterator[bool]:
+    """Every thread of `pids` on `cores` for the block, their own masks restored after.
+
+    Yields whether every process could be pinned.
+    """
+    saved: dict[int, set[int]] = {}
+    complete = True
+    for pid in pids:
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            complete = False
+            continue
+        for tid in threads:
+            try:
+                mask = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cores)
+            except OSError:  # gone meanwhile, or not ours to change
+                complete = False
+                continue
+            saved[tid] = mask
+    try:
+        yield complete
+    finally:
+        for tid, mask in saved.items():
+            with suppress(OSError):
+                os.sched_setaffinity(tid, mask)
+
+
+@contextmanager
+def invoke_workers(url: str, state: Path, count: int = 1, cores: set[int] | None = None) -> Iterator[None]:
+    """`count` invoke worker processes consuming the invoke queue for the block."""
+    with ExitStack() as stack:
+        for _ in range(count):
+            stack.enter_context(process(on_cores([sys.executable, "-m", "workers.invoke"], cores),
+                                        env=worker_env(url, state)))
+        wait_consumers(url, "modelbus.invoke", count)
+        yield
+
+
+def wait_consumers(url: str, queue: str, count: int, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while consumers(url, queue) < count:
+        if time.monotonic() > end:
+            raise RuntimeError(f"fewer than {count} consumers on {queue}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Row:
+    scenario: str
+    requests: int
+    seconds: float
+    notes: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass
+class Comparison:
+    """(a), the pipeline and (b) against one placement of the model server."""
+
+    direct: Row
+    pipeline: Row
+    naive: Row
+
+    def rows(self) -> list[Row]:
+        return [self.direct, self.pipeline, self.naive]
+
+
+def compare(url: str, work: Path, model_dir: Path, args: argparse.Namespace, *,
+            split: tuple[set[int], set[int]] | None, label: str) -> Comparison:
+    """(a), the pipeline and (b) against a MiniLM server, on separate cores when `split` is given."""
+    pipeline_cores, model_cores = split if split is not None else (None, None)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    endpoint = f"{base}/v2/models/cls/infer"
+    server_cmd = [sys.executable, "-m", "serving", "--model_name", "cls", "--model_dir", str(model_dir),
+                  "--http_port", str(port), "--host", "127.0.0.1"]
+    items = texts(args.n)
+    with ExitStack() as stack:
+        server = stack.enter_context(process(on_cores(server_cmd, model_cores)))
+        wait_http(f"{base}/v2/health/ready", proc=server)
+        if pipeline_cores is not None and not stack.enter_context(
+                pinned([os.getpid(), *broker_pids()], pipeline_cores)):
+            print("note: RabbitMQ could not be pinned; it shares the model server's cores", file=sys.stderr)
+        arun(direct_batched(endpoint, items[:256]))  # warm up the model
+        direct = Row(f"(a) direct client, v2 batches of 32, 2 in flight{label}", args.n,
+                     arun(direct_batched(endpoint, items)))
+        with invoke_workers(url, work, 1, pipeline_cores):
+            piped = arun(through_broker(url, base, "cls", items))
+        pipeline = Row(f"modelbus pipeline -> MiniLM server{label}", args.n, piped["seconds"],
+                       f"{piped['per_call']:.1f} requests per call, failed {piped['failed']}")
+        celery = [sys.executable, "-m", "celery", "-A", "invoke:naive_app", "worker", "--pool=prefork",
+                  "--concurrency=2", f"--queues={NAIVE_QUEUE}", "--loglevel=WARNING", "--without-gossip",
+                  "--without-mingle", "--without-heartbeat"]
+        with process(on_cores(celery, pipeline_cores), env={"BENCH_BROKER_URL": url}, cwd=REPO / "bench"):
+            naive_s = naive(url, endpoint, texts(args.naive_n))
+        naive_row = Row(f"(b) naive: one Celery task per request{label}", args.naive_n, naive_s,
+                        "prefork, concurrency 2")
+    return Comparison(direct, pipeline, naive_row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="requests for the model-server comparisons")
     parser.add_argument("--naive-n", type=int, default=300, help="requests for the naive Celery design")
     parser.add_argument("--instant-n", type=int, default=10000, help="requests against the instant endpoint")
     parser.add_argument("--latency-n", type=int, default=300, help="sequential requests for the latency probe")
+    parser.add_argument("--workers", type=int, default=2, help="invoke worker processes for the second ceiling run")
     parser.add_argument("--serve-instant", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_instant:
@@ -304,72 +450,55 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-invoke-"))
     model_dir = build_minilm_classifier(work / "minilm-classifier")
-    model_port, instant_port = free_port(), free_port()
-    model_url, instant_url = f"http://127.0.0.1:{model_port}", f"http://127.0.0.1:{instant_port}"
-    rows: list[tuple[str, int, float, str]] = []
+    split = core_split()
     with bench_vhost() as url:
         with Publisher(BrokerSettings(url=url)) as publisher:
             declare_topology(publisher.channel)
-        with (
-            process([sys.executable, "-m", "serving", "--model_name", "cls", "--model_dir", str(model_dir),
-                     "--http_port", str(model_port), "--host", "127.0.0.1"]) as server,
-            process([sys.executable, str(Path(__file__).resolve()), "--serve-instant", str(instant_port)]) as inst,
-        ):
-            wait_http(f"{model_url}/v2/health/ready", proc=server)
+        isolated = compare(url, work, model_dir, args, split=split, label="" if split is None else " [own cores]")
+        shared = compare(url, work, model_dir, args, split=None, label=" [shared]") if split is not None else None
+
+        instant_port = free_port()
+        instant_url = f"http://127.0.0.1:{instant_port}"
+        ceiling: list[Row] = []
+        with process([sys.executable, str(Path(__file__).resolve()), "--serve-instant", str(instant_port)]) as inst:
             wait_http(f"{instant_url}/", proc=inst)
-            items = texts(args.n)
-            endpoint = f"{model_url}/v2/models/cls/infer"
-            arun(direct_batched(endpoint, items[:256]))  # warm up the model
-            direct_s = arun(direct_batched(endpoint, items))
-            rows.append(("(a) direct client, v2 batches of 32, 2 in flight", args.n, direct_s, ""))
+            for count in sorted({1, args.workers}):
+                with invoke_workers(url, work, count):
+                    run = arun(through_broker(url, instant_url, "instant", texts(args.instant_n)))
+                    ceiling.append(Row(f"pipeline -> instant endpoint, {count} worker process{'es' * (count > 1)}",
+                                       args.instant_n, run["seconds"],
+                                       f"{run['per_call']:.1f} requests per call, failed {run['failed']}"))
+                    if count == 1:
+                        lat = arun(latencies(url, instant_url, "instant", args.latency_n))
 
-            with process([sys.executable, "-m", "workers.invoke"], env=worker_env(url, work)):
-                wait_consumer(url, "modelbus.invoke")
-                piped = arun(through_broker(url, model_url, "cls", items))
-                rows.append(("modelbus pipeline -> MiniLM server", args.n, piped["seconds"],
-                             f"mean batch {piped['mean_batch']:.1f}, failed {piped['failed']}"))
-                instant = arun(through_broker(url, instant_url, "instant", texts(args.instant_n)))
-                rows.append(("modelbus pipeline -> instant endpoint (ceiling)", args.instant_n, instant["seconds"],
-                             f"mean batch {instant['mean_batch']:.1f}, failed {instant['failed']}"))
-                lat = arun(latencies(url, instant_url, "instant", args.latency_n))
-
-            with process([sys.executable, "-m", "celery", "-A", "invoke:naive_app", "worker", "--pool=prefork",
-                          "--concurrency=2", f"--queues={NAIVE_QUEUE}", "--loglevel=WARNING", "--without-gossip",
-                          "--without-mingle", "--without-heartbeat"], env={"BENCH_BROKER_URL": url},
-                         cwd=REPO / "bench"):
-                naive_s = naive(url, endpoint, texts(args.naive_n))
-            rows.append(("(b) naive: one Celery task per request", args.naive_n, naive_s, "prefork, concurrency 2"))
-
-    report(rows, lat)
+    report(isolated, shared, ceiling, lat)
 
 
-def report(rows: list[tuple[str, int, float, str]], lat: dict[str, float]) -> None:
-    rate = {name: n / s for name, n, s, _ in rows}
-    a = next(v for k, v in rate.items() if k.startswith("(a)"))
-    b = next(v for k, v in rate.items() if k.startswith("(b)"))
-    pipe = next(v for k, v in rate.items() if k.startswith("modelbus pipeline -> MiniLM"))
-    ceiling = next(v for k, v in rate.items() if "ceiling" in k)
+def report(isolated: Comparison, shared: Comparison | None, ceiling: list[Row], lat: dict[str, float]) -> None:
+    rows = [*isolated.rows(), *(shared.rows() if shared else []), *ceiling]
     print(f"\ninvoke benchmark ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end)\n")
-    print(f"| {'scenario':<50} | {'requests':>8} | {'seconds':>8} | {'req/s':>8} | notes")
-    print(f"|{'-' * 52}|{'-' * 10}|{'-' * 10}|{'-' * 10}|------")
-    for name, n, seconds, notes in rows:
-        print(f"| {name:<50} | {n:>8} | {seconds:>8.2f} | {n / seconds:>8.1f} | {notes}")
-    added = lat["broker_p50"] - lat["direct_p50"]
-    print()
-    print(f"latency at low load: direct p50 {lat['direct_p50']:.2f} ms (p90 {lat['direct_p90']:.2f}), "
-          f"through the broker p50 {lat['broker_p50']:.2f} ms (p90 {lat['broker_p90']:.2f})")
-    print()
-    print("| target                                  | measured   | goal      | met")
-    print("|-----------------------------------------|------------|-----------|----")
+    print(f"| {'scenario':<62} | {'requests':>8} | {'seconds':>8} | {'req/s':>8} | notes")
+    print(f"|{'-' * 64}|{'-' * 10}|{'-' * 10}|{'-' * 10}|------")
+    for row in rows:
+        print(f"| {row.scenario:<62} | {row.requests:>8} | {row.seconds:>8.2f} | {row.rate:>8.1f} | {row.notes}")
+    if shared is not None:
+        print(f"\nshared cores (informational): pipeline vs (a) {shared.pipeline.rate / shared.direct.rate:.2f}x, "
+              f"vs (b) {shared.pipeline.rate / shared.naive.rate:.2f}x")
+    print(f"\nlatency at low load: direct p50 {lat['direct_p50']:.2f} ms (p90 {lat['direct_p90']:.2f}), "
+          f"through the broker p50 {lat['broker_p50']:.2f} ms (p90 {lat['broker_p90']:.2f})\n")
+    best = max(ceiling, key=lambda row: row.rate)
     checks = [
-        ("pipeline vs (a) direct batched", pipe / a, "x", 0.9),
-        ("pipeline vs (b) naive Celery", pipe / b, "x", 8.0),
-        ("pipeline ceiling (instant endpoint)", ceiling, " req/s", 1500.0),
+        ("pipeline vs (a) direct batched", isolated.pipeline.rate / isolated.direct.rate, "x", 0.9, True),
+        ("pipeline vs (b) naive Celery", isolated.pipeline.rate / isolated.naive.rate, "x", 8.0, True),
+        ("pipeline ceiling (instant endpoint)", best.rate, " req/s", 1500.0, True),
+        ("p50 added latency at low load", lat["broker_p50"] - lat["direct_p50"], " ms", 5.0, False),
     ]
-    for name, value, unit, goal in checks:
-        met = "yes" if value >= goal else "no"
-        print(f"| {name:<39} | {value:>8.2f}{unit:<2} | >= {goal:g}{unit.strip():<4} | {met}")
-    print(f"| {'p50 added latency at low load':<39} | {added:>7.2f} ms | <= 5 ms    | {'yes' if added <= 5 else 'no'}")
+    print(f"| {'target':<39} | {'measured':>14} | {'goal':<13} | met")
+    print(f"|{'-' * 41}|{'-' * 16}|{'-' * 15}|----")
+    for name, value, unit, goal, at_least in checks:
+        met = value >= goal if at_least else value <= goal
+        goal_text = f"{'>=' if at_least else '<='} {goal:g}{unit}"
+        print(f"| {name:<39} | {f'{value:.2f}{unit}':>14} | {goal_text:<13} | {'yes' if met else 'no'}")
 
 
 if __name__ == "__main__":
