@@ -8,14 +8,15 @@ Metrics live in the default prometheus_client registry and are served by `start_
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import logging
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -113,6 +114,47 @@ BACKEND_OPERATIONS = Counter(
     "modelbus_backend_operations_total", "Backend calls (create, patch, delete, watch...) by result.",
     ["backend", "operation", "result"],
 )
+
+
+class _Named(Protocol):
+    @property
+    def metric_name(self) -> str: ...
+
+
+B = TypeVar("B", bound=_Named)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def metered(operation: str) -> Callable[[Callable[Concatenate[B, P], R]], Callable[Concatenate[B, P], R]]:
+    """Count each call of a backend method in `modelbus_backend_operations_total`.
+
+    The result label is `ok`, or the failure's machine-readable reason (`TransientError` and
+    `PermanentError` carry one), else its exception class name.
+
+    Example:
+        >>> class LocalBackend:
+        ...     metric_name = "local"
+        ...     @metered("delete")
+        ...     def delete(self, name: str) -> bool: ...
+    """
+
+    def decorate(method: Callable[Concatenate[B, P], R]) -> Callable[Concatenate[B, P], R]:
+        @functools.wraps(method)
+        def counted(self: B, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                result = method(self, *args, **kwargs)
+            except Exception as exc:
+                reason = getattr(exc, "reason", None)
+                label = reason if isinstance(reason, str) and reason else type(exc).__name__
+                BACKEND_OPERATIONS.labels(self.metric_name, operation, label).inc()
+                raise
+            BACKEND_OPERATIONS.labels(self.metric_name, operation, "ok").inc()
+            return result
+
+        return counted
+
+    return decorate
 
 
 @contextmanager

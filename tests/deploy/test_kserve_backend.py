@@ -12,6 +12,7 @@ from typing import Any
 
 import kmock
 import pytest
+from prometheus_client import REGISTRY
 
 from producers.client import ModelBus, RequestFailed
 from schemas.envelope import encode
@@ -214,12 +215,22 @@ def test_an_inference_service_not_made_by_modelbus_is_left_alone(worker, kube, b
     assert kube.get("handmade")["spec"]["predictor"]["model"]["modelFormat"]["name"] == "sklearn"
 
 
+def backend_calls(operation: str, result: str) -> float:
+    """modelbus_backend_operations_total of the kserve backend (the worker runs in this process)."""
+    labels = {"backend": "kserve", "operation": operation, "result": result}
+    return REGISTRY.get_sample_value("modelbus_backend_operations_total", labels) or 0.0
+
+
 def test_server_errors_from_the_api_are_retried(worker, kube, bus) -> None:
+    failed, ok = backend_calls("apply", "KubernetesUnavailable"), backend_calls("apply", "ok")
     kube.fail_requests(kmock.action.CREATE, 500, times=1)
     request = bus.deploy("flaky", path=CLASSIFIER, profile="cpu-small", wait=False)
     kube.wait_for("flaky")
     kube.become_ready("flaky")
     assert bus.wait(request, timeout=30).data.service == "flaky"
+    # Operators see the failed call and the retry that worked in the backend metric.
+    assert backend_calls("apply", "KubernetesUnavailable") == failed + 1
+    assert backend_calls("apply", "ok") == ok + 1
 
 
 def test_a_forbidden_api_call_is_a_deploy_failure_without_retries(worker, kube, bus) -> None:
@@ -231,6 +242,7 @@ def test_a_forbidden_api_call_is_a_deploy_failure_without_retries(worker, kube, 
     assert "cannot create" in err.value.event.data.message
     assert err.value.event.data.retryable is False
     assert kube.requests(kmock.action.CREATE) == 1
+    assert backend_calls("apply", "Forbidden") >= 1
 
 
 @pytest.mark.parametrize("status", [500, 410])

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from schemas.envelope import CloudEvent, new_event
 from schemas.events import TrainRequested
@@ -52,6 +53,11 @@ def jobs(tmp_path: Path) -> LocalJobs:
     return LocalJobs(Settings(state_dir=tmp_path / "state", train=TrainSettings(log_tail_bytes=2000)))
 
 
+def backend_calls(operation: str) -> float:
+    labels = {"backend": "local-jobs", "operation": operation, "result": "ok"}
+    return REGISTRY.get_sample_value("modelbus_backend_operations_total", labels) or 0.0
+
+
 def follow_until_progress(jobs: LocalJobs, name: str, progress: list[Progress], count: int = 3) -> None:
     end = time.monotonic() + 60
     while len(progress) < count:
@@ -62,6 +68,7 @@ def follow_until_progress(jobs: LocalJobs, name: str, progress: list[Progress], 
 def test_a_running_job_relays_progress_once_and_can_be_cancelled(jobs: LocalJobs, tiny_base: Path,
                                                                   tmp_path: Path) -> None:
     job = local_job(tiny_base, tmp_path, ENDLESS)
+    cancels = backend_calls("cancel")
     assert jobs.submit(job).created
 
     progress: list[Progress] = []
@@ -70,6 +77,7 @@ def test_a_running_job_relays_progress_once_and_can_be_cancelled(jobs: LocalJobs
     assert steps == list(range(1, len(steps) + 1))  # in order, none twice
 
     assert jobs.cancel(job.run_id) is True
+    assert backend_calls("cancel") == cancels + 1  # operators see it in modelbus_backend_operations_total
     observation = jobs.follow(job.run_id, 5.0, progress.append)
 
     assert observation.state == "failed"

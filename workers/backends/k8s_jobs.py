@@ -34,7 +34,7 @@ from workers.backends.kserve import api_client_from_settings
 from workers.errors import PermanentError, RetryableError
 from workers.manifests.inferenceservice import EVENT_ID_LABEL, MANAGED_BY, label_value
 from workers.manifests.job import CONTAINER, build_config_map, build_job
-from workers.observability import get_logger, redact
+from workers.observability import get_logger, metered, redact
 
 log = get_logger(__name__)
 
@@ -69,6 +69,7 @@ class KubernetesJobs:
     """
 
     name: BackendName = "kserve"
+    metric_name = "kubernetes-jobs"  # the backend label of modelbus_backend_operations_total
 
     def __init__(self, settings: Settings, *, api_client: client.ApiClient | None = None) -> None:
         self.settings = settings
@@ -85,6 +86,7 @@ class KubernetesJobs:
         self._api_client.close()  # type: ignore[no-untyped-call]
 
     # -- submit ---------------------------------------------------------------------------------------
+    @metered("submit")
     def submit(self, job: TrainJob) -> Applied:
         """Create the ConfigMap and the Job; adopt the Job when this event already made it."""
         if job.spec.output_uri.startswith("file://"):
@@ -166,6 +168,7 @@ class KubernetesJobs:
             return Observation("missing", reason="NotFound", message=f"Job {name} does not exist"), None
         return interpret_job(job), (job.get("metadata") or {}).get("resourceVersion")
 
+    @metered("follow")
     def follow(self, run_id: str, window_s: float, on_progress: OnProgress) -> Observation:
         """Watch the Job until it ends or `window_s` passes; attach the pod log tail to a failure."""
         observation = follow_watch(
@@ -264,6 +267,7 @@ class KubernetesJobs:
         self._relayed[name] = seen
 
     # -- cancel ---------------------------------------------------------------------------------------
+    @metered("cancel")
     def cancel(self, run_id: str) -> bool:
         """Delete the Job and its pods; the ConfigMap goes with it (or is deleted here when unowned)."""
         with mapped_errors(f"delete Job {run_id}"):

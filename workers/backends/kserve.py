@@ -39,7 +39,7 @@ from workers.manifests.inferenceservice import (
     label_value,
     service_account_name,
 )
-from workers.observability import get_logger
+from workers.observability import get_logger, metered
 from workers.profiles import Profile
 
 log = get_logger(__name__)
@@ -81,6 +81,7 @@ class KServeBackend:
     """
 
     name: BackendName = "kserve"
+    metric_name = "kserve"  # the backend label of modelbus_backend_operations_total
 
     def __init__(self, settings: Settings, *, api_client: client.ApiClient | None = None) -> None:
         self.settings = settings
@@ -96,6 +97,7 @@ class KServeBackend:
         self._api_client.close()  # type: ignore[no-untyped-call]
 
     # -- apply ----------------------------------------------------------------------------------------
+    @metered("apply")
     def apply(self, event: CloudEvent[DeployRequested], profile: Profile, model: ModelURI) -> Applied:
         created = changed = False
         for obj in build_manifests(event, profile, self.settings, model=model):
@@ -196,6 +198,7 @@ class KServeBackend:
             return Observation("ready", url=observation.url, external_url=external)
         return observation
 
+    @metered("follow")
     def follow(self, name: str, window_s: float) -> Observation:
         """Watch one InferenceService until its state is final or `window_s` has passed."""
         return follow_watch(f"InferenceService {name}", window_s, observe=lambda: self.observe(name),
@@ -233,10 +236,12 @@ class KServeBackend:
                 break
         return observation, version
 
+    @metered("give_up")
     def give_up(self, name: str) -> None:
         """Keep a failed InferenceService: its events and pod logs are what an operator debugs with."""
 
     # -- delete ---------------------------------------------------------------------------------------
+    @metered("delete")
     def delete(self, name: str) -> bool:
         existed = self._delete("InferenceService", name)
         account = self._read("ServiceAccount", service_account_name(name))

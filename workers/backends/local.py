@@ -35,7 +35,7 @@ from workers.backends.base import Applied, BackendName, FollowPolicy, Observatio
 from workers.backends.processes import Children, file_lock, read_secret, stop_group, write_json_atomic
 from workers.errors import PermanentError
 from workers.manifests.server_args import runtime_args
-from workers.observability import get_logger, redact
+from workers.observability import get_logger, metered, redact
 from workers.profiles import Profile
 
 log = get_logger(__name__)
@@ -90,6 +90,7 @@ class LocalBackend:
     """
 
     name: BackendName = "local"
+    metric_name = "local"  # the backend label of modelbus_backend_operations_total
 
     def __init__(self, settings: Settings, *, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
@@ -157,6 +158,7 @@ class LocalBackend:
             digest.update(f"{name}:{hashlib.sha256(value.encode()).hexdigest()}\0".encode())
         return env, digest.hexdigest()
 
+    @metered("apply")
     def apply(self, event: CloudEvent[DeployRequested], profile: Profile, model: ModelURI) -> Applied:
         """Start the server, or keep (adopt) a running one that already serves the same spec."""
         request = event.data
@@ -188,6 +190,7 @@ class LocalBackend:
             return Applied(created=current is None, changed=True)
 
     # -- follow ---------------------------------------------------------------------------------------
+    @metered("follow")
     def follow(self, name: str, window_s: float) -> Observation:
         """Poll the server's `/v2/health/ready` until it answers, its process exits, or the window ends."""
         record = self.read(name)
@@ -217,11 +220,13 @@ class LocalBackend:
         except OSError:
             return "(no log)"
 
+    @metered("give_up")
     def give_up(self, name: str) -> None:
         """A server that failed or never became ready is stopped: it would only hold memory and a port."""
         self.delete(name)
 
     # -- delete ---------------------------------------------------------------------------------------
+    @metered("delete")
     def delete(self, name: str) -> bool:
         with self._locked(name):
             record = self.read(name)

@@ -30,7 +30,7 @@ from training.protocol import Progress, parse_line
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.backends.jobs import OnProgress, TrainJob, outcome_from_log
 from workers.backends.processes import Children, file_lock, read_secret, stop_group, write_json_atomic
-from workers.observability import get_logger, redact
+from workers.observability import get_logger, metered, redact
 
 log = get_logger(__name__)
 
@@ -63,6 +63,7 @@ class LocalJobs:
     """
 
     name: BackendName = "local"
+    metric_name = "local-jobs"  # the backend label of modelbus_backend_operations_total
 
     def __init__(self, settings: Settings, *, environ: Mapping[str, str] | None = None) -> None:
         self.settings = settings
@@ -114,6 +115,7 @@ class LocalJobs:
         env.update({ref.env: self._secret(ref) for ref in request.secret_refs})
         return env
 
+    @metered("submit")
     def submit(self, job: TrainJob) -> Applied:
         """Start the job's process, or adopt the run already recorded under its run id."""
         with self._locked(job.run_id):
@@ -140,6 +142,7 @@ class LocalJobs:
             return Applied(created=True, changed=True)
 
     # -- follow ---------------------------------------------------------------------------------------
+    @metered("follow")
     def follow(self, run_id: str, window_s: float, on_progress: OnProgress) -> Observation:
         """Relay progress until the process ends, the run's time limit passes, or the window ends."""
         end = time.monotonic() + window_s
@@ -208,6 +211,7 @@ class LocalJobs:
         return redact(self._log_end(record, self.settings.train.log_tail_bytes)).strip() or "(no log)"
 
     # -- cancel ---------------------------------------------------------------------------------------
+    @metered("cancel")
     def cancel(self, run_id: str) -> bool:
         with self._locked(run_id):
             record = self.read(run_id)
