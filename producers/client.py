@@ -12,7 +12,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -40,6 +42,7 @@ from schemas.events import (
     UndeployRequested,
 )
 from schemas.settings import Settings
+from schemas.topology import REPLY_QUEUE_PREFIX
 from schemas.types import InvokeProtocol
 
 if TYPE_CHECKING:
@@ -82,8 +85,14 @@ class ModelBus:
         self._consumer: tuple[Any, Any] | None = None
 
     def close(self) -> None:
+        """Delete the reply queue (else it expires by itself) and close the connection."""
+        channel = self._reply_channel
+        if self._reply_queue is not None and channel is not None and channel.is_open:
+            with contextlib.suppress(pe.AMQPError, OSError):  # it expires by itself anyway
+                channel.queue_delete(self._reply_queue)
         self._publisher.close()
         self._reply_queue = None
+        self._reply_channel = None
         self._consumer = None
 
     def __enter__(self) -> ModelBus:
@@ -104,15 +113,20 @@ class ModelBus:
 
     @property
     def reply_queue(self) -> str:
-        """This client's exclusive reply queue (created on first use, gone when the client closes).
+        """This client's reply queue (created on first use, deleted when the client closes).
 
-        An exclusive queue dies with its connection: after a reconnect a new one is declared, and
-        outcomes addressed to the old one are only on the events exchange.
+        Not exclusive, so it outlives a dropped connection: after a reconnect the same queue is
+        declared again and outcomes that arrived meanwhile are still in it. Its name is random and
+        it expires after `broker.reply_queue_expires_s` without a consumer, so a client that dies
+        without closing leaves nothing behind for long.
         """
         channel = self._publisher.channel
         if self._reply_queue is None or self._reply_channel is not channel:
-            result = channel.queue_declare("", exclusive=True, auto_delete=True)
-            self._reply_queue = str(result.method.queue)
+            name = self._reply_queue or f"{REPLY_QUEUE_PREFIX}{uuid.uuid4().hex}"
+            expires_ms = int(self.settings.broker.reply_queue_expires_s * 1000)
+            channel.queue_declare(name, durable=False, exclusive=False, auto_delete=False,
+                                  arguments={"x-expires": expires_ms, "x-queue-type": "classic"})
+            self._reply_queue = name
             self._reply_channel = channel
             self._consumer = None
         return self._reply_queue
@@ -163,12 +177,14 @@ class ModelBus:
         queue = self.reply_queue  # re-declared after a reconnect, which also drops the old consumer
         channel = self._publisher.channel
         if self._consumer is None or self._consumer[0] is not channel:
-            self._consumer = (channel, channel.consume(queue, auto_ack=True, inactivity_timeout=0.2))
+            self._consumer = (channel, channel.consume(queue, inactivity_timeout=0.2))
         stop = time.monotonic() + timeout
         try:
             for method, _props, body in self._consumer[1]:
                 if method is not None and body is not None:
                     self._keep(body)
+                    # Acked once kept: a reply in transit when the connection drops stays in the queue.
+                    channel.basic_ack(method.delivery_tag)
                     return
                 if time.monotonic() >= stop:
                     return

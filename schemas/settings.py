@@ -28,6 +28,12 @@ class BrokerSettings(BaseModel):
     retry_delay_s: float = Field(default=1.0, description="First delay between attempts (doubles), seconds.")
     confirm_timeout_s: float = Field(default=30.0, description="Wait for a publisher confirm, seconds.")
     prefetch: int = Field(default=64, description="Unacked deliveries per consumer (AMQP basic.qos).")
+    reply_queue_expires_s: float = Field(
+        default=600.0,
+        description="A client's reply queue is deleted by the broker after this long without a consumer "
+        "(it survives reconnects shorter than this), seconds.",
+        gt=0,
+    )
     management_url: str | None = Field(
         default=None,
         description="RabbitMQ management API base URL; default http://<broker host>:15672 with the broker's user.",

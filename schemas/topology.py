@@ -24,6 +24,10 @@ DEAD_LETTER_EXCHANGE = "modelbus.dead-letter"
 #: Topic exchange of Celery's own task queues (native delayed delivery needs a topic exchange).
 TASK_EXCHANGE = "modelbus.tasks"
 
+#: Reply queues of `ModelBus` clients: this prefix and a random id. Not exclusive, so a client's
+#: queue outlives a dropped connection; it expires after `broker.reply_queue_expires_s` unused.
+REPLY_QUEUE_PREFIX = "modelbus.reply."
+
 #: Header names set on dead-lettered messages by the event gateway.
 REASON_HEADER = "x-modelbus-reason"
 ERROR_HEADER = "x-modelbus-error"

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
+from urllib.parse import quote
 
+import pika
+import pika.exceptions
 import pytest
 from typer.testing import CliRunner
 
 from producers import BrokerUnavailable, Publisher, Unroutable, declare_topology
 from producers.cli import app
-from schemas import DeployRequested, UndeployRequested, decode, new_event
+from schemas import DeployRequested, ServiceDeleted, UndeployRequested, decode, encode, new_event
 from schemas.settings import BrokerSettings
 from schemas.topology import DEPLOY_QUEUE
-from tests.conftest import get_message
+from tests.conftest import get_message, management
 
 SEED = {"service": "sentiment", "model_name": "sentiment", "profile": "1xa100",
         "path": "huggingface://distilbert/distilbert-base-uncased-finetuned-sst-2-english"}
@@ -148,17 +152,39 @@ def test_a_message_rejected_from_a_worker_queue_lands_in_its_dlq(settings, chann
     assert props.headers["x-death"][0]["queue"] == DEPLOY_QUEUE.name
 
 
-def test_the_client_gets_a_new_reply_queue_after_a_reconnect(settings, topology):
+def test_the_client_keeps_its_reply_queue_and_the_replies_in_it_across_a_reconnect(settings, topology, channel):
     from producers import ModelBus
 
     bus = ModelBus(settings)
     try:
-        first = bus.reply_queue
-        bus._publisher._connection.close()  # the connection drops: its exclusive queue is gone
-        second = bus.reply_queue
-        assert second != first
-        # requests sent after the reconnect name the new queue as their reply_to
-        request = bus.send(UndeployRequested(service="after-reconnect"))
-        assert request.data.reply_to == second
+        queue = bus.reply_queue
+        request = bus.send(UndeployRequested(service="across-a-reconnect"))
+        bus._publisher._connection.close()  # the connection drops while the request is being handled
+        # the outcome arrives while the client is away...
+        outcome = new_event(ServiceDeleted(service="across-a-reconnect", backend="local", existed=True), cause=request)
+        channel.basic_publish("", queue, encode(outcome), properties=pika.BasicProperties(delivery_mode=2))
+        # ...and the client, reconnected, still gets it from the same queue
+        assert bus.wait(request, timeout=10).id == outcome.id
+        assert bus.reply_queue == queue
+        assert bus.send(UndeployRequested(service="after")).data.reply_to == queue
     finally:
         bus.close()
+    # a closed client leaves no queue behind
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+        channel.connection.channel().queue_declare(queue, passive=True)
+    assert gone.value.reply_code == 404
+
+
+def test_a_reply_queue_left_behind_by_a_dead_client_expires(settings, topology, vhost):
+    from producers import ModelBus
+
+    short = settings.model_copy(update={"broker": settings.broker.model_copy(update={"reply_queue_expires_s": 0.5})})
+    bus = ModelBus(short)
+    queue = bus.reply_queue
+    bus._publisher._connection.close()  # the client dies without closing
+    # asked through the management API: declaring the queue, even passively, would count as using it
+    with management() as api:
+        deadline = time.monotonic() + 15
+        while api.get(f"/queues/{quote(vhost, safe='')}/{queue}").status_code != 404:
+            assert time.monotonic() < deadline, f"{queue} was not deleted after its expiry"
+            time.sleep(0.2)
