@@ -17,9 +17,10 @@ from producers.cli.main import app
 from producers.client import ModelBus, Service
 from producers.errors import ReplyTimeout
 from producers.publisher import Publisher
+from schemas.envelope import CloudEvent, amqp_properties, encode, new_event
 from schemas.events import InvokeRequested, ServiceReady
 from schemas.settings import Settings
-from schemas.topology import INVOKE_QUEUE
+from schemas.topology import EXCHANGE, INVOKE_QUEUE
 from tests.invoke.conftest import WorkerHandle
 from tests.invoke.upstream_app import ready_event_data
 from tests.models import build_minilm_classifier, build_tiny_generator
@@ -100,13 +101,24 @@ def test_the_seed_completions_and_chat_calls_answer_like_the_server_itself(
     assert without_ids(chat) == without_ids(direct(f"{servers['gen']}/openai/v1/chat/completions", SEED_CHAT))
 
 
+def send_together(channel: pika.adapters.blocking_connection.BlockingChannel, bus: ModelBus,
+                  requests: list[InvokeRequested]) -> list[CloudEvent[InvokeRequested]]:
+    """Publish requests back to back, as concurrent callers do (`bus.send` waits for each confirm)."""
+    events = [new_event(r.model_copy(update={"reply_to": bus.reply_queue}), source="/tests") for r in requests]
+    for event in events:
+        channel.basic_publish(EXCHANGE, event.routing_key, encode(event),
+                              pika.BasicProperties(**amqp_properties(event)), mandatory=True)
+    return events
+
+
 def test_concurrent_completions_with_equal_parameters_share_a_call_and_keep_their_own_choice(
-    services: dict[str, Service], bus: ModelBus,
+    services: dict[str, Service], bus: ModelBus, channel: pika.adapters.blocking_connection.BlockingChannel,
 ) -> None:
     prompts = ["Hello, my dog is cute", "I am feeling sad", "The capital of France is Paris.",
                "modelbus serves models"]
-    sent = [bus.send(InvokeRequested(service="writer", protocol="openai.completions",  # type: ignore[arg-type]
-                                     body={"model": "gen", "prompt": p, "max_tokens": 4})) for p in prompts]
+    sent = send_together(channel, bus, [InvokeRequested(  # type: ignore[arg-type]
+        service="writer", protocol="openai.completions", body={"model": "gen", "prompt": p, "max_tokens": 4},
+    ) for p in prompts])
     results = [bus.wait(request, timeout=60).data for request in sent]
     for prompt, result in zip(prompts, results, strict=True):
         alone = services["writer"].invoke(json={"model": "gen", "prompt": prompt, "max_tokens": 4})
