@@ -82,7 +82,6 @@ class ModelBus:
         self._reply_queue: str | None = None
         self._reply_channel: Any = None
         self._early: dict[str, list[CloudEvent[Any]]] = {}
-        self._consumer: tuple[Any, Any] | None = None
 
     def close(self) -> None:
         """Delete the reply queue (else it expires by itself) and close the connection."""
@@ -93,7 +92,6 @@ class ModelBus:
         self._publisher.close()
         self._reply_queue = None
         self._reply_channel = None
-        self._consumer = None
 
     def __enter__(self) -> ModelBus:
         return self
@@ -115,20 +113,26 @@ class ModelBus:
     def reply_queue(self) -> str:
         """This client's reply queue (created on first use, deleted when the client closes).
 
-        Not exclusive, so it outlives a dropped connection: after a reconnect the same queue is
-        declared again and outcomes that arrived meanwhile are still in it. Its name is random and
-        it expires after `broker.reply_queue_expires_s` without a consumer, so a client that dies
-        without closing leaves nothing behind for long.
+        Consumed from the moment it is declared, so the broker never expires it while the client is
+        connected, however long a `wait` comes after its `send`. Not exclusive, so it outlives a
+        dropped connection: after a reconnect the same queue is declared and consumed again and the
+        outcomes that arrived meanwhile are still in it. Its name is random; without a consumer for
+        `broker.reply_queue_expires_s` (a client that died without closing) the broker deletes it.
         """
+        return self._consume_replies()
+
+    def _consume_replies(self) -> str:
+        """Declare and consume the reply queue on the current channel (again after a reconnect)."""
         channel = self._publisher.channel
         if self._reply_queue is None or self._reply_channel is not channel:
             name = self._reply_queue or f"{REPLY_QUEUE_PREFIX}{uuid.uuid4().hex}"
             expires_ms = int(self.settings.broker.reply_queue_expires_s * 1000)
             channel.queue_declare(name, durable=False, exclusive=False, auto_delete=False,
                                   arguments={"x-expires": expires_ms, "x-queue-type": "classic"})
+            # Deliveries wait in pika until `_receive` dispatches them to `_on_reply`.
+            channel.basic_consume(name, self._on_reply)
             self._reply_queue = name
             self._reply_channel = channel
-            self._consumer = None
         return self._reply_queue
 
     def send(self, data: Request, *, correlation_id: str | None = None) -> CloudEvent[Any]:
@@ -174,23 +178,17 @@ class ModelBus:
         return self._early.pop(request_id, [])
 
     def _receive(self, timeout: float) -> None:
-        queue = self.reply_queue  # re-declared after a reconnect, which also drops the old consumer
-        channel = self._publisher.channel
-        if self._consumer is None or self._consumer[0] is not channel:
-            self._consumer = (channel, channel.consume(queue, inactivity_timeout=0.2))
-        stop = time.monotonic() + timeout
+        """Dispatch the replies that have arrived, waiting up to `timeout` for the first one."""
+        self._consume_replies()
         try:
-            for method, _props, body in self._consumer[1]:
-                if method is not None and body is not None:
-                    self._keep(body)
-                    # Acked once kept: a reply in transit when the connection drops stays in the queue.
-                    channel.basic_ack(method.delivery_tag)
-                    return
-                if time.monotonic() >= stop:
-                    return
+            self._publisher.channel.connection.process_data_events(time_limit=timeout)
         except (pe.AMQPError, OSError) as exc:
-            self._consumer = None
             raise BrokerUnavailable(f"lost the reply queue: {exc}") from exc
+
+    def _on_reply(self, channel: Any, method: Any, _properties: Any, body: bytes) -> None:
+        self._keep(body)
+        # Acked once kept: a reply in transit when the connection drops stays in the queue.
+        channel.basic_ack(method.delivery_tag)
 
     def _keep(self, body: bytes) -> None:
         try:

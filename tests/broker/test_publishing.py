@@ -175,6 +175,18 @@ def test_the_client_keeps_its_reply_queue_and_the_replies_in_it_across_a_reconne
     assert gone.value.reply_code == 404
 
 
+def test_a_connected_clients_reply_queue_does_not_expire_between_send_and_wait(settings, topology, channel):
+    from producers import ModelBus
+
+    short = settings.model_copy(update={"broker": settings.broker.model_copy(update={"reply_queue_expires_s": 0.5})})
+    with ModelBus(short) as bus:
+        request = bus.send(UndeployRequested(service="slow-outcome"))  # wait=False, as for a long training run
+        time.sleep(2.0)  # four expiry periods without a `wait`
+        outcome = new_event(ServiceDeleted(service="slow-outcome", backend="local", existed=True), cause=request)
+        channel.basic_publish("", bus.reply_queue, encode(outcome), properties=pika.BasicProperties(delivery_mode=2))
+        assert bus.wait(request, timeout=10).id == outcome.id
+
+
 def test_a_reply_queue_left_behind_by_a_dead_client_expires(settings, topology, vhost):
     from producers import ModelBus
 
