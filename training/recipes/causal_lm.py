@@ -9,19 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from training.recipes.common import (
-    RecipeInput,
-    RecipeOutput,
-    keep_metrics,
-    progress_callback,
-    quiet,
-    training_arguments,
-)
+from training.recipes.common import RecipeInput, RecipeOutput, fit
 
 
 def train(job: RecipeInput) -> RecipeOutput:
     """Fine-tune a causal LM and save model + tokenizer into `job.out_dir`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer, set_seed
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, set_seed
 
     set_seed(job.hp.seed)
     tokenizer = AutoTokenizer.from_pretrained(job.model.ref, **job.model.kwargs())
@@ -37,18 +30,8 @@ def train(job: RecipeInput) -> RecipeOutput:
     model = AutoModelForCausalLM.from_pretrained(job.model.ref, **job.model.kwargs())
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    trainer = quiet(Trainer(
-        model=model,
-        args=training_arguments(job.hp, job.work_dir, n_train=len(train_set), has_eval=eval_set is not None),
-        train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
-        callbacks=[progress_callback(job.report)],
-    ))
-    outcome = trainer.train()
-    final = trainer.evaluate() if eval_set is not None else {}
-    metrics = keep_metrics(outcome.metrics, final)
+    metrics = fit(job, model, tokenizer, train_set, eval_set,
+                  data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
     if "eval_loss" in metrics and metrics["eval_loss"] < 50:
         metrics["eval_perplexity"] = math.exp(metrics["eval_loss"])
-    trainer.save_model(str(job.out_dir))
-    tokenizer.save_pretrained(str(job.out_dir))
     return RecipeOutput(metrics)

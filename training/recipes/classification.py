@@ -13,18 +13,16 @@ from training.recipes.common import (
     RecipeInput,
     RecipeOutput,
     classification_scores,
-    keep_metrics,
+    fit,
     label_config,
     label_names,
-    progress_callback,
-    quiet,
-    training_arguments,
+    predicted_ids,
 )
 
 
 def train(job: RecipeInput) -> RecipeOutput:
     """Fine-tune `job.model` on `job.splits` and save model + tokenizer into `job.out_dir`."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     values = list(job.splits.train[job.label_column])
     if job.splits.eval is not None:
@@ -51,17 +49,7 @@ def train(job: RecipeInput) -> RecipeOutput:
     )
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        return classification_scores(logits.argmax(-1), prediction.label_ids)
+        return classification_scores(predicted_ids(prediction), prediction.label_ids)
 
-    trainer = quiet(Trainer(
-        model=model,
-        args=training_arguments(job.hp, job.work_dir, n_train=len(train_set), has_eval=eval_set is not None),
-        train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-        compute_metrics=compute_metrics, callbacks=[progress_callback(job.report)],
-    ))
-    outcome = trainer.train()
-    final = trainer.evaluate() if eval_set is not None else {}
-    trainer.save_model(str(job.out_dir))
-    tokenizer.save_pretrained(str(job.out_dir))
-    return RecipeOutput(keep_metrics(outcome.metrics, final), labels=names)
+    metrics = fit(job, model, tokenizer, train_set, eval_set, compute_metrics=compute_metrics)
+    return RecipeOutput(metrics, labels=names)

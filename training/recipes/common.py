@@ -139,6 +139,32 @@ def quiet(trainer: Any) -> Any:
     return trainer
 
 
+def fit(job: RecipeInput, model: Any, tokenizer: Any, train_set: Any, eval_set: Any | None, *,
+        data_collator: Any = None, compute_metrics: Callable[[Any], dict[str, float]] | None = None,
+        ) -> dict[str, float]:
+    """Train `model`, evaluate once more at the end when there is an eval split, and save model and
+    tokenizer into `job.out_dir`. Returns the kept metrics of training and the final evaluation."""
+    from transformers import Trainer
+
+    trainer = quiet(Trainer(
+        model=model,
+        args=training_arguments(job.hp, job.work_dir, n_train=len(train_set), has_eval=eval_set is not None),
+        train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
+        data_collator=data_collator, compute_metrics=compute_metrics, callbacks=[progress_callback(job.report)],
+    ))
+    outcome = trainer.train()
+    final = trainer.evaluate() if eval_set is not None else {}
+    trainer.save_model(str(job.out_dir))
+    tokenizer.save_pretrained(str(job.out_dir))
+    return keep_metrics(outcome.metrics, final)
+
+
+def predicted_ids(prediction: Any) -> Any:
+    """The arg-max class ids of a Trainer prediction (its logits may come first in a tuple)."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return logits.argmax(-1)
+
+
 def keep_metrics(*sources: dict[str, Any]) -> dict[str, float]:
     """Numeric, finite metrics without runtime/throughput noise."""
     kept: dict[str, float] = {}

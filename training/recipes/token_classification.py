@@ -13,12 +13,10 @@ from training.recipes.common import (
     RecipeInput,
     RecipeOutput,
     classification_scores,
-    keep_metrics,
+    fit,
     label_config,
     label_names,
-    progress_callback,
-    quiet,
-    training_arguments,
+    predicted_ids,
 )
 
 IGNORE = -100
@@ -34,7 +32,6 @@ def train(job: RecipeInput) -> RecipeOutput:
         AutoModelForTokenClassification,
         AutoTokenizer,
         DataCollatorForTokenClassification,
-        Trainer,
         set_seed,
     )
 
@@ -73,20 +70,10 @@ def train(job: RecipeInput) -> RecipeOutput:
     )
 
     def compute_metrics(prediction: Any) -> dict[str, float]:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        predicted, expected = logits.argmax(-1), prediction.label_ids
+        predicted, expected = predicted_ids(prediction), prediction.label_ids
         keep = expected != IGNORE
         return classification_scores(predicted[keep], expected[keep])
 
-    trainer = quiet(Trainer(
-        model=model,
-        args=training_arguments(job.hp, job.work_dir, n_train=len(train_set), has_eval=eval_set is not None),
-        train_dataset=train_set, eval_dataset=eval_set, processing_class=tokenizer,
-        data_collator=DataCollatorForTokenClassification(tokenizer),
-        compute_metrics=compute_metrics, callbacks=[progress_callback(job.report)],
-    ))
-    outcome = trainer.train()
-    final = trainer.evaluate() if eval_set is not None else {}
-    trainer.save_model(str(job.out_dir))
-    tokenizer.save_pretrained(str(job.out_dir))
-    return RecipeOutput(keep_metrics(outcome.metrics, final), labels=names)
+    metrics = fit(job, model, tokenizer, train_set, eval_set, compute_metrics=compute_metrics,
+                  data_collator=DataCollatorForTokenClassification(tokenizer))
+    return RecipeOutput(metrics, labels=names)
