@@ -32,7 +32,14 @@ from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.types import ModelURI, SecretRef, URIScheme
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
-from workers.backends.processes import Children, file_lock, read_secret, stop_group, write_json_atomic
+from workers.backends.processes import (
+    Children,
+    file_lock,
+    read_json_record,
+    read_secret,
+    stop_group,
+    write_json_atomic,
+)
 from workers.errors import PermanentError
 from workers.manifests.server_args import runtime_args
 from workers.observability import get_logger, metered, redact
@@ -107,13 +114,7 @@ class LocalBackend:
         return self.root / f"{service}.json"
 
     def read(self, service: str) -> ServerRecord | None:
-        try:
-            return ServerRecord(**json.loads(self._record_path(service).read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            log.warning("ignoring an unreadable server record for %s: %s", service, exc)
-            return None
+        return read_json_record(self._record_path(service), ServerRecord)
 
     def _write(self, record: ServerRecord) -> None:
         write_json_atomic(self._record_path(record.service), asdict(record))

@@ -14,7 +14,6 @@ the job's environment only, never to a log.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import subprocess
@@ -29,7 +28,14 @@ from schemas.types import SecretRef
 from training.protocol import Progress, parse_line
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.backends.jobs import OnProgress, TrainJob, outcome_from_log
-from workers.backends.processes import Children, file_lock, read_secret, stop_group, write_json_atomic
+from workers.backends.processes import (
+    Children,
+    file_lock,
+    read_json_record,
+    read_secret,
+    stop_group,
+    write_json_atomic,
+)
 from workers.observability import get_logger, metered, redact
 
 log = get_logger(__name__)
@@ -80,13 +86,7 @@ class LocalJobs:
         return self.root / run_id
 
     def read(self, run_id: str) -> RunRecord | None:
-        try:
-            return RunRecord(**json.loads((self.run_dir(run_id) / "record.json").read_text()))
-        except FileNotFoundError:
-            return None
-        except (ValueError, TypeError) as exc:
-            log.warning("ignoring an unreadable run record for %s: %s", run_id, exc)
-            return None
+        return read_json_record(self.run_dir(run_id) / "record.json", RunRecord)
 
     def _write(self, record: RunRecord) -> None:
         write_json_atomic(self.run_dir(record.run_id) / "record.json", asdict(record))

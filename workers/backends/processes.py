@@ -17,10 +17,15 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from schemas.types import SecretRef
 from workers.errors import PermanentError
+from workers.observability import get_logger
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
 
 #: How often a stopping process group is checked while it has its grace period.
 STOP_POLL_S = 0.05
@@ -37,6 +42,17 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_json_record(path: Path, record: Callable[..., T]) -> T | None:
+    """The record written at `path` by `write_json_atomic`; None when there is none or it is unreadable."""
+    try:
+        return record(**json.loads(path.read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        log.warning("ignoring an unreadable record %s: %s", path, exc)
+        return None
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
