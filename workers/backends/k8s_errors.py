@@ -14,8 +14,10 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import urllib3
+from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 
 from workers.backends.base import Observation
@@ -75,6 +77,54 @@ def mapped_errors(action: str) -> Iterator[None]:
         raise RetryableError(
             f"Kubernetes API unreachable while trying to {action}: {exc}", delay=2.0, reason="KubernetesUnreachable"
         ) from exc
+
+
+def watch_arguments(name: str, version: str | None, remaining: float, api_timeout: float) -> dict[str, Any]:
+    """Keyword arguments of a list call that watches the object called `name` for `remaining` seconds."""
+    kwargs: dict[str, Any] = {
+        "field_selector": f"metadata.name={name}",
+        "timeout_seconds": max(1, int(remaining)),
+        "_request_timeout": (min(api_timeout, 10.0), remaining),
+    }
+    if version:
+        kwargs["resource_version"] = version
+    return kwargs
+
+
+def watch_one(
+    what: str,
+    name: str,
+    stream: watch.Watch,
+    events: Iterator[Any],
+    *,
+    version: str | None,
+    remaining: float,
+    last: Observation,
+    interpret: Callable[[dict[str, Any]], Observation],
+) -> tuple[Observation, str | None]:
+    """Follow `events` (from `stream`, a watch made with `watch_arguments`) for at most `remaining` seconds.
+
+    `interpret` turns the object called `name` into an observation. Returns the last observation and
+    resourceVersion; a deletion ends the watch as `missing`. `what` names the object in messages.
+    """
+    end = time.monotonic() + remaining
+    observation = last
+    for event in events:
+        if not isinstance(event, dict) or event.get("type") == "BOOKMARK":
+            continue
+        obj = event.get("raw_object") or event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if meta.get("name") != name:
+            continue
+        version = meta.get("resourceVersion") or version
+        if event["type"] == "DELETED":
+            stream.stop()  # type: ignore[no-untyped-call]
+            return Observation("missing", reason="Deleted", message=f"{what} was deleted"), None
+        observation = interpret(obj)
+        if observation.final or time.monotonic() >= end:  # a busy stream must not outlast the window
+            stream.stop()  # type: ignore[no-untyped-call]
+            break
+    return observation, version
 
 
 def follow_watch(what: str, window_s: float, *, observe: Observe, watch_once: WatchOnce) -> Observation:

@@ -29,7 +29,7 @@ from schemas.settings import Settings
 from training.protocol import Progress, parse_line
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
 from workers.backends.jobs import OnProgress, TrainJob, outcome_from_log
-from workers.backends.k8s_errors import follow_watch, mapped_errors
+from workers.backends.k8s_errors import follow_watch, mapped_errors, watch_arguments, watch_one
 from workers.backends.kserve import api_client_from_settings
 from workers.errors import PermanentError, RetryableError
 from workers.manifests.inferenceservice import EVENT_ID_LABEL, MANAGED_BY, label_value
@@ -186,30 +186,11 @@ class KubernetesJobs:
     def _watch(self, name: str, version: str | None, remaining: float,
                last: Observation) -> tuple[Observation, str | None]:
         stream = watch.Watch()  # type: ignore[no-untyped-call]
-        kwargs: dict[str, Any] = {
-            "field_selector": f"metadata.name={name}",
-            "timeout_seconds": max(1, int(remaining)),
-            "_request_timeout": (min(self._timeout, 10.0), remaining),
-        }
-        if version:
-            kwargs["resource_version"] = version
-        observation = last
-        for event in stream.stream(self.batch.list_namespaced_job, self.namespace, **kwargs):  # type: ignore[no-untyped-call]
-            if not isinstance(event, dict) or event.get("type") == "BOOKMARK":
-                continue
-            obj = event.get("raw_object") or {}
-            meta = obj.get("metadata") or {}
-            if meta.get("name") != name:
-                continue
-            version = meta.get("resourceVersion") or version
-            if event["type"] == "DELETED":
-                stream.stop()  # type: ignore[no-untyped-call]
-                return Observation("missing", reason="Deleted", message=f"Job {name} was deleted"), None
-            observation = interpret_job(obj)
-            if observation.final:
-                stream.stop()  # type: ignore[no-untyped-call]
-                break
-        return observation, version
+        events = stream.stream(  # type: ignore[no-untyped-call]
+            self.batch.list_namespaced_job, self.namespace, **watch_arguments(name, version, remaining, self._timeout),
+        )
+        return watch_one(f"Job {name}", name, stream, events, version=version, remaining=remaining, last=last,
+                         interpret=interpret_job)
 
     # -- logs -----------------------------------------------------------------------------------------
     def _newest_pod(self, job_name: str) -> str | None:

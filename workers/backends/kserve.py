@@ -14,7 +14,6 @@ that reconnects on dropped streams and resyncs on 410 Gone, bounded by the calle
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from kubernetes import client, config, watch
@@ -25,7 +24,7 @@ from schemas.events import DeployRequested
 from schemas.settings import Settings
 from schemas.types import ModelURI
 from workers.backends.base import Applied, BackendName, FollowPolicy, Observation
-from workers.backends.k8s_errors import UNREACHABLE, api_error, follow_watch, mapped_errors
+from workers.backends.k8s_errors import UNREACHABLE, api_error, follow_watch, mapped_errors, watch_arguments, watch_one
 from workers.backends.kserve_status import interpret
 from workers.errors import PermanentError, RetryableError
 from workers.manifests.inferenceservice import (
@@ -206,35 +205,15 @@ class KServeBackend:
 
     def _watch(self, name: str, version: str | None, remaining: float,
                last: Observation) -> tuple[Observation, str | None]:
-        end = time.monotonic() + remaining
         stream = watch.Watch()  # type: ignore[no-untyped-call]
-        kwargs: dict[str, Any] = {
-            "field_selector": f"metadata.name={name}",
-            "timeout_seconds": max(1, int(remaining)),
-            "_request_timeout": (min(self._timeout, 10.0), remaining),
-        }
-        if version:
-            kwargs["resource_version"] = version
-        observation = last
         events = stream.stream(  # type: ignore[no-untyped-call]
-            self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, PLURAL, **kwargs
+            self.custom.list_namespaced_custom_object, API_GROUP, API_VERSION, self.namespace, PLURAL,
+            **watch_arguments(name, version, remaining, self._timeout),
         )
-        for event in events:
-            if not isinstance(event, dict) or event.get("type") == "BOOKMARK":
-                continue
-            obj = event.get("raw_object") or event.get("object") or {}
-            meta = obj.get("metadata") or {}
-            if meta.get("name") != name:
-                continue
-            version = meta.get("resourceVersion") or version
-            if event["type"] == "DELETED":
-                stream.stop()  # type: ignore[no-untyped-call]
-                return Observation("missing", reason="Deleted", message=f"InferenceService {name} was deleted"), None
-            observation = self._external(interpret(obj, fallback_url=self.fallback_url(name)), name)
-            if observation.final or time.monotonic() >= end:  # a busy stream must not outlast the window
-                stream.stop()  # type: ignore[no-untyped-call]
-                break
-        return observation, version
+        return watch_one(
+            f"InferenceService {name}", name, stream, events, version=version, remaining=remaining, last=last,
+            interpret=lambda obj: self._external(interpret(obj, fallback_url=self.fallback_url(name)), name),
+        )
 
     @metered("give_up")
     def give_up(self, name: str) -> None:
