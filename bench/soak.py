@@ -21,13 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import unquote
 
 import psutil
 
@@ -35,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.common import bench_vhost  # noqa: E402
 from producers import Publisher  # noqa: E402
 from producers.topology import declare_topology  # noqa: E402
 from schemas.envelope import CloudEvent, new_event  # noqa: E402
@@ -47,26 +46,11 @@ from schemas.events import (  # noqa: E402
     UndeployRequested,
 )
 from schemas.settings import BrokerSettings, Settings  # noqa: E402
-from tests.conftest import management  # noqa: E402
 from tests.models import build_tiny_classifier  # noqa: E402
 from tests.reliability.harness import EventTap, WorkerProcess  # noqa: E402
 
 SERVICE = "soak-classifier"
 MB = 1024 * 1024
-
-
-@contextmanager
-def private_vhost() -> Iterator[str]:
-    name = f"modelbus-soak-{uuid.uuid4().hex[:8]}"
-    with management() as api:
-        api.put(f"/vhosts/{quote(name, safe='')}").raise_for_status()
-        api.put(f"/permissions/{quote(name, safe='')}/guest",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    try:
-        yield name
-    finally:
-        with management() as api:
-            api.delete(f"/vhosts/{quote(name, safe='')}")
 
 
 class Traffic(threading.Thread):
@@ -188,11 +172,10 @@ def main() -> None:
     parser.add_argument("--drain-s", type=float, default=120.0, help="Longest wait for the last answers.")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="modelbus-soak-") as tmp, private_vhost() as vhost:
+    with tempfile.TemporaryDirectory(prefix="modelbus-soak-") as tmp, bench_vhost("modelbus-soak") as url:
         work = Path(tmp)
         model_dir = build_tiny_classifier(work / "classifier")
-        settings = Settings(broker=BrokerSettings(url=f"amqp://guest:guest@127.0.0.1:5672/{quote(vhost, safe='')}"),
-                            state_dir=work / "state", backend="local")
+        settings = Settings(broker=BrokerSettings(url=url), state_dir=work / "state", backend="local")
         settings.state_dir.mkdir()
         with Publisher(settings.broker) as publisher:
             declare_topology(publisher.channel)
@@ -213,7 +196,7 @@ def main() -> None:
             churn = Churn(settings, traffic, every_s=args.churn_s, model_uri=model_dir.as_uri(),
                           reply_to=replies.queue)
             print(f"soak: {args.minutes:g} min at {args.rate:g} invokes/s, churn every {args.churn_s:g}s, "
-                  f"vhost {vhost}", flush=True)
+                  f"vhost {unquote(url.rsplit('/', 1)[1])}", flush=True)
             started = time.monotonic()
             traffic.start()
             next_sample = started

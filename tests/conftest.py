@@ -35,24 +35,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("disruptive") is not None)
 
 
-@pytest.fixture(scope="session")
-def vhost() -> Iterator[str]:
-    """A fresh vhost for this test session, with full permissions for the test user."""
-    name = f"modelbus-test-{uuid.uuid4().hex[:10]}"
+@contextmanager
+def private_vhost(prefix: str) -> Iterator[str]:
+    """A fresh vhost with full permissions for the test user, deleted afterwards; yields its name."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     with management() as api:
         api.put(f"/vhosts/{quote(name, safe='')}").raise_for_status()
         api.put(
             f"/permissions/{quote(name, safe='')}/{USER}",
             json={"configure": ".*", "write": ".*", "read": ".*"},
         ).raise_for_status()
-    yield name
-    with management() as api:
-        api.delete(f"/vhosts/{quote(name, safe='')}")
+    try:
+        yield name
+    finally:
+        with management() as api:
+            api.delete(f"/vhosts/{quote(name, safe='')}")
+
+
+def vhost_url(name: str) -> str:
+    """The AMQP URL of the test broker's vhost `name`."""
+    return f"amqp://{USER}:{PASSWORD}@{BROKER_HOST}:5672/{quote(name, safe='')}"
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[str]:
+    """A fresh vhost for this test session, with full permissions for the test user."""
+    with private_vhost("modelbus-test") as name:
+        yield name
 
 
 @pytest.fixture(scope="session")
 def broker_url(vhost: str) -> str:
-    return f"amqp://{USER}:{PASSWORD}@{BROKER_HOST}:5672/{quote(vhost, safe='')}"
+    return vhost_url(vhost)
 
 
 @pytest.fixture

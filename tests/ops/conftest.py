@@ -6,10 +6,8 @@ session's shared one; every test starts with the topology declared and every que
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pika
 import pytest
@@ -22,24 +20,18 @@ from schemas.envelope import amqp_properties, encode
 from schemas.events import UndeployRequested
 from schemas.settings import BrokerSettings, Settings
 from schemas.topology import DEAD_LETTER_EXCHANGE, EXCHANGE, WORKER_QUEUES, dead_letter_headers
-from tests.conftest import BROKER_HOST, PASSWORD, USER, management
+from tests.conftest import private_vhost, vhost_url
 
 
 @pytest.fixture(scope="module")
 def ops_url() -> Iterator[str]:
     """A vhost for one test module, with the modelbus topology declared."""
-    name = f"modelbus-ops-{uuid.uuid4().hex[:10]}"
-    with management() as api:
-        api.put(f"/vhosts/{quote(name, safe='')}").raise_for_status()
-        api.put(f"/permissions/{quote(name, safe='')}/{USER}",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-    url = f"amqp://{USER}:{PASSWORD}@{BROKER_HOST}:5672/{quote(name, safe='')}"
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    declare_topology(connection.channel())
-    connection.close()
-    yield url
-    with management() as api:
-        api.delete(f"/vhosts/{quote(name, safe='')}")
+    with private_vhost("modelbus-ops") as name:
+        url = vhost_url(name)
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        declare_topology(connection.channel())
+        connection.close()
+        yield url
 
 
 @pytest.fixture
