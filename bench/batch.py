@@ -26,9 +26,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -36,12 +33,13 @@ if str(REPO) not in sys.path:
 
 from bench.common import (  # noqa: E402
     bench_vhost,
-    consumers,
     direct_batched,
     free_port,
+    invoke_workers,
     process,
     texts,
     v2_body,
+    wait_http,
 )
 from producers.batch import BatchState, submit_batch  # noqa: E402
 from schemas.settings import BatchSettings, BrokerSettings, Settings  # noqa: E402
@@ -49,37 +47,6 @@ from schemas.settings import BatchSettings, BrokerSettings, Settings  # noqa: E4
 SERVICE = "bench-classifier"
 DIRECT = "direct client: v2 batches of 32, 2 in flight"
 BOUNDS = (("batch job, max_in_flight 1000 (default)", 1000), ("batch job, unbounded in flight", 0))
-
-
-
-
-
-
-
-
-
-def wait_until(check: Any, what: str, timeout: float = 180.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{what} did not happen within {timeout:g}s")
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def run_batch(settings: Settings, work: Path, items: list[str], model: str) -> tuple[float, float, str]:
@@ -136,12 +103,9 @@ def main() -> None:
         ))
         with process([sys.executable, "-m", "serving", "--model_name", "cls", "--model_dir", str(model_dir),
                       "--http_port", str(port), "--host", "127.0.0.1"]) as server:
-            wait_until(lambda: server.poll() is None and httpx.get(f"{base}/v2/health/ready", timeout=1).status_code
-                       == 200, "the model server start")
+            wait_http(f"{base}/v2/health/ready", proc=server)
             asyncio.run(direct_batched(endpoint, items[:256]))  # warm up
-            env = {"MODELBUS_BROKER__URL": url, "MODELBUS_LOG_LEVEL": "WARNING", "MODELBUS_STATE_DIR": str(work)}
-            with process([sys.executable, "-m", "workers.invoke"], env=env):
-                wait_until(lambda: consumers(url, "modelbus.invoke") > 0, "the invoke worker start", 60)
+            with invoke_workers(url, work):
                 scenarios = {label: Settings(broker=BrokerSettings(url=url), state_dir=work / "client",
                                              batch=BatchSettings(max_in_flight=bound))
                              for label, bound in BOUNDS}

@@ -6,10 +6,11 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -57,6 +58,53 @@ def bench_vhost(prefix: str = "modelbus-bench") -> Iterator[str]:
     finally:
         with httpx.Client(base_url=MANAGEMENT, auth=("guest", "guest"), timeout=10) as api:
             api.delete(f"/vhosts/{quote(name, safe='')}")
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+    """Poll `check` (HTTP errors count as not yet) until it holds; RuntimeError after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if check():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not happen within {timeout:g}s")
+
+
+def wait_http(url: str, *, proc: subprocess.Popen[bytes] | None = None, timeout: float = 180.0) -> None:
+    """Wait until GET `url` answers 200; fail at once if `proc`, the process serving it, has exited."""
+
+    def up() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        return httpx.get(url, timeout=1).status_code == 200
+
+    wait_until(up, f"{url} answering", timeout)
+
+
+def worker_env(url: str, state: Path) -> dict[str, str]:
+    """Environment of an invoke worker process on the broker `url` with its state under `state`."""
+    return {"MODELBUS_BROKER__URL": url, "MODELBUS_LOG_LEVEL": "WARNING", "MODELBUS_STATE_DIR": str(state)}
+
+
+def on_cores(command: list[str], cores: set[int] | None) -> list[str]:
+    """`command` started with its CPU affinity set (inherited by every thread it starts)."""
+    if cores is None:
+        return command
+    return ["taskset", "-c", ",".join(map(str, sorted(cores))), *command]
+
+
+@contextmanager
+def invoke_workers(url: str, state: Path, count: int = 1, cores: set[int] | None = None) -> Iterator[None]:
+    """`count` invoke worker processes consuming the invoke queue for the block."""
+    with ExitStack() as stack:
+        for _ in range(count):
+            stack.enter_context(process(on_cores([sys.executable, "-m", "workers.invoke"], cores),
+                                        env=worker_env(url, state)))
+        wait_until(lambda: consumers(url, "modelbus.invoke") >= count, f"{count} invoke worker(s) consuming", 60)
+        yield
 
 
 def consumers(url: str, queue: str) -> int:

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,12 +50,14 @@ if str(REPO) not in sys.path:
 
 from bench.common import (  # noqa: E402
     bench_vhost,
-    consumers,
     direct_batched,
     free_port,
+    invoke_workers,
+    on_cores,
     process,
     texts,
     v2_body,
+    wait_http,
 )
 from schemas.envelope import amqp_properties, encode, new_event  # noqa: E402
 from schemas.events import InvokeRequested  # noqa: E402
@@ -122,20 +123,6 @@ def arun(coro: Any) -> Any:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
-
-
-def wait_http(url: str, timeout: float = 180.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 # ------------------------------------------------------------------------------ measurements
@@ -292,10 +279,6 @@ def naive(url: str, target: str, items: list[str]) -> float:
 # ------------------------------------------------------------------------------ main
 
 
-def worker_env(url: str, state: Path) -> dict[str, str]:
-    return {"MODELBUS_BROKER__URL": url, "MODELBUS_LOG_LEVEL": "WARNING", "MODELBUS_STATE_DIR": str(state)}
-
-
 def core_split() -> tuple[set[int], set[int]] | None:
     """(pipeline cores, model cores): the model server gets the upper half of the usable CPUs."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -303,13 +286,6 @@ def core_split() -> tuple[set[int], set[int]] | None:
         return None
     half = len(cpus) // 2
     return set(cpus[:half]), set(cpus[half:])
-
-
-def on_cores(command: list[str], cores: set[int] | None) -> list[str]:
-    """`command` started with its CPU affinity set (inherited by every thread it starts)."""
-    if cores is None:
-        return command
-    return ["taskset", "-c", ",".join(map(str, sorted(cores))), *command]
 
 
 def broker_pids() -> list[int]:
@@ -353,25 +329,6 @@ def pinned(pids: list[int], cores: set[int]) -> Iterator[bool]:
         for tid, mask in saved.items():
             with suppress(OSError):
                 os.sched_setaffinity(tid, mask)
-
-
-@contextmanager
-def invoke_workers(url: str, state: Path, count: int = 1, cores: set[int] | None = None) -> Iterator[None]:
-    """`count` invoke worker processes consuming the invoke queue for the block."""
-    with ExitStack() as stack:
-        for _ in range(count):
-            stack.enter_context(process(on_cores([sys.executable, "-m", "workers.invoke"], cores),
-                                        env=worker_env(url, state)))
-        wait_consumers(url, "modelbus.invoke", count)
-        yield
-
-
-def wait_consumers(url: str, queue: str, count: int, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while consumers(url, queue) < count:
-        if time.monotonic() > end:
-            raise RuntimeError(f"fewer than {count} consumers on {queue}")
-        time.sleep(0.2)
 
 
 @dataclass
